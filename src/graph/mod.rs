@@ -1,0 +1,3 @@
+//! The driver implementation (in progress).
+/// The driver (in progress).
+pub struct Graph;

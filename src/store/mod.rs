@@ -1,0 +1,1 @@
+//! The layer store (in progress).

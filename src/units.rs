@@ -1,0 +1,1 @@
+//! Size units (in progress).
