@@ -1,1 +1,118 @@
-//! Driver options (in progress).
+//! Driver options (`strata -o KEY=VALUE`, the plugin's `Init` options) and per-layer storage
+//! options (`create -s KEY=VALUE`, Docker's `--storage-opt`). Keys are case-insensitive, as in
+//! Docker's drivers; an unknown key is an error naming it, never silently ignored.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::units::ram_in_bytes;
+
+/// Options that apply to the whole driver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverOptions {
+    /// Default size limit for read-write layers, in bytes (`size=`).
+    pub size: Option<u64>,
+}
+
+/// Options of one layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// Size limit of the layer, in bytes (`size=`).
+    pub size: Option<u64>,
+}
+
+fn parse_size(key: &str, value: &str) -> Result<u64> {
+    ram_in_bytes(value).map_err(|e| Error::InvalidOption {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Splits `KEY=VALUE`; a missing `=` is an error naming the argument.
+pub fn split_kv(arg: &str) -> Result<(String, String)> {
+    match arg.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(Error::InvalidOption {
+            key: arg.to_string(),
+            reason: "expected KEY=VALUE".into(),
+        }),
+    }
+}
+
+impl DriverOptions {
+    /// Parses driver options given as `KEY=VALUE` strings. Known keys: `size`.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Self> {
+        let mut out = DriverOptions::default();
+        for arg in args {
+            let (key, value) = split_kv(arg.as_ref())?;
+            match key.to_ascii_lowercase().as_str() {
+                "size" => out.size = Some(parse_size(&key, &value)?),
+                _ => {
+                    return Err(Error::InvalidOption {
+                        key,
+                        reason: "unknown driver option (known: size)".into(),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl StorageOptions {
+    /// Parses a layer's storage options. Known keys: `size`.
+    pub fn parse(map: &BTreeMap<String, String>) -> Result<Self> {
+        let mut out = StorageOptions::default();
+        for (key, value) in map {
+            match key.to_ascii_lowercase().as_str() {
+                "size" => out.size = Some(parse_size(key, value)?),
+                _ => {
+                    return Err(Error::InvalidOption {
+                        key: key.clone(),
+                        reason: "unknown storage option (known: size)".into(),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether no option is set.
+    pub fn is_empty(&self) -> bool {
+        self.size.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_options() {
+        assert_eq!(
+            DriverOptions::parse(&["size=1G"]).unwrap().size,
+            Some(1 << 30)
+        );
+        assert_eq!(DriverOptions::parse(&["SIZE=2k"]).unwrap().size, Some(2048));
+        let e = DriverOptions::parse(&["colour=blue"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"colour\""), "{e}");
+        let e = DriverOptions::parse(&["size"]).unwrap_err().to_string();
+        assert!(e.contains("KEY=VALUE"), "{e}");
+        let e = DriverOptions::parse(&["size=lots"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"size\"") && e.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn storage_options() {
+        let mut m = BTreeMap::new();
+        m.insert("Size".to_string(), "50M".to_string());
+        assert_eq!(StorageOptions::parse(&m).unwrap().size, Some(52_428_800));
+        m.insert("mountopt".to_string(), "x".to_string());
+        let e = StorageOptions::parse(&m).unwrap_err().to_string();
+        assert!(e.contains("\"mountopt\""), "{e}");
+    }
+}

@@ -18,6 +18,7 @@ mod error;
 pub mod export;
 pub mod fsmeta;
 pub mod name;
+pub mod pipe;
 pub mod tarstream;
 
 pub use error::{Error, Rule};

@@ -1,1 +1,135 @@
-//! Storage backends (in progress).
+//! Storage backends: where a layer's bytes live and how a layer is served to `get`. Backends
+//! never parse tar; the diff engine in [`crate::archive`] does, writing into the directories
+//! backends hand it. The store ([`crate::store`]) owns the lifecycle (staging, commit,
+//! removal); a backend only lays out and serves the content of one layer directory.
+
+pub mod overlay;
+pub mod vfs;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::archive::apply::Format;
+use crate::error::{Error, IoContext, Result};
+use crate::store::{LayerRecord, MountState, Store};
+
+/// Where and how an apply writes.
+#[derive(Debug, Clone)]
+pub struct ApplyTarget {
+    /// Directory the tar is applied into (inside the staging directory).
+    pub root: PathBuf,
+    /// How deletions are represented there.
+    pub format: Format,
+    /// Lower layers for overlay format, topmost first.
+    pub lowers: Vec<PathBuf>,
+}
+
+/// What a storage backend does. `chain` arguments hold the layer's record first, then its
+/// ancestors, nearest first.
+pub trait Backend: Send + Sync {
+    /// The backend's name (`vfs`, `overlay`).
+    fn name(&self) -> &'static str;
+
+    /// Whether the backend can enforce a `size` limit on read-write layers here.
+    fn supports_size(&self) -> bool {
+        false
+    }
+
+    /// Lays out a new layer inside `dir`, a fresh staging directory.
+    fn create(&self, store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()>;
+
+    /// Slow preparation that must happen before [`Backend::mount`] without the store lock
+    /// held (vfs: materialise a layer that has not been copied from its parent yet).
+    fn prepare(&self, _store: &Store, _chain: &[LayerRecord]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Fills the staging directory `staging` with the layer's current content, laid out like
+    /// a layer directory, and says where to apply a tar into it.
+    fn stage_apply(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        staging: &Path,
+    ) -> Result<ApplyTarget>;
+
+    /// Serves the layer; `readonly` once it has children. Called with the store lock held.
+    fn mount(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        readonly: bool,
+        label: &str,
+    ) -> Result<MountState>;
+
+    /// Stops serving the layer. Called with the store lock held.
+    fn unmount(&self, store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()>;
+
+    /// Facts about one layer for `docker inspect`.
+    fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String>;
+
+    /// Facts about the backend for `docker info`.
+    fn status(&self, store: &Store) -> Vec<(String, String)>;
+}
+
+/// Opens the backend called `name` for the store at `root`, checking that it can work there.
+pub fn open(name: &str, root: &Path) -> Result<Box<dyn Backend>> {
+    match name {
+        "vfs" => Ok(Box::new(vfs::Vfs::new())),
+        "overlay" => Ok(Box::new(overlay::Overlay::open(root)?)),
+        other => Err(Error::Unsupported(format!(
+            "unknown driver {other:?} (known: overlay, vfs)"
+        ))),
+    }
+}
+
+/// The backend to use for a new store at `root`: overlay where it works, else vfs.
+pub fn default_for(root: &Path) -> String {
+    match overlay::Overlay::open(root) {
+        Ok(_) => "overlay".into(),
+        Err(_) => "vfs".into(),
+    }
+}
+
+/// Docker's name for the filesystem type of `path` (`extfs`, `xfs`, ...).
+pub fn backing_fs(path: &Path) -> Result<(String, i64)> {
+    let st = rustix::fs::statfs(path).ctx(|| format!("statfs {}", path.display()))?;
+    let magic = st.f_type as i64;
+    let name = match magic as u32 {
+        0xEF53 => "extfs",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlayfs",
+        0x2FC1_2FC1 => "zfs",
+        0xF2F5_2010 => "f2fs",
+        0x6969 => "nfs",
+        0x0102_1997 => "v9fs",
+        0x6573_5546 => "fuse",
+        _ => "unknown",
+    };
+    Ok((name.to_string(), magic))
+}
+
+/// Creates a directory with `mode`, tolerating one that exists.
+pub(crate) fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .ctx(|| format!("chmod {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
+    }
+}
+
+/// Copies the tree at `src` into the empty directory `dst`.
+pub(crate) fn copy_dir(layer: &str, src: &Path, dst: &Path) -> Result<()> {
+    let s = crate::fsutil::open_dir(src).ctx(|| format!("opening {}", src.display()))?;
+    let d = crate::fsutil::open_dir(dst).ctx(|| format!("opening {}", dst.display()))?;
+    use std::os::fd::AsFd;
+    crate::archive::copy::copy_tree(s.as_fd(), d.as_fd()).map_err(|source| Error::Archive {
+        layer: layer.to_string(),
+        source,
+    })?;
+    Ok(())
+}

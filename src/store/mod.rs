@@ -1,1 +1,624 @@
-//! The layer store (in progress).
+//! The layer store: a root directory, its metadata database, and the lifecycle of layer
+//! directories.
+//!
+//! ```text
+//! <root>/                 0700
+//!   meta.redb             layer records (see [`db`])
+//!   lock                  store lock; its content names the current holder
+//!   staging/<tag>-…/      work in progress, each flock-ed by the process building it
+//!   layers/<id>/          one directory per layer, backend-specific content
+//!   layers/<id>-removing  a layer being deleted
+//! ```
+//!
+//! # Crash story
+//!
+//! Every change is one short step taken under the store lock ([`Store::lock`]): a database
+//! transaction plus at most one `rename` (or `RENAME_EXCHANGE`) of a directory that was built
+//! beforehand in `staging/`. A process can die at any instant; the next [`Store::open`] (and
+//! `cleanup`) puts the store back into a consistent state:
+//!
+//! * **Create**: the layer is built in `staging/`, then renamed to `layers/<id>` and its record
+//!   committed. Died before the rename: a staging leftover, swept. Died between rename and
+//!   commit: a layer directory with no record, swept. After the commit: the layer exists.
+//! * **Apply**: the new content is built in `staging/`; the record is marked `pending` with the
+//!   new generation, the staging directory is exchanged with `layers/<id>`, and the record is
+//!   committed with the new generation and size. Died before the exchange: the layer is as
+//!   before, pending is cleared. Died after it: the directory's `applied` file carries the
+//!   pending generation, so the record is rolled forward. Either way the layer is whole.
+//! * **Remove**: `layers/<id>` is renamed to `layers/<id>-removing`, the record deleted, then the
+//!   directory deleted outside the lock. Died after the rename but before the commit: the record
+//!   has no directory but a `-removing` one, so the removal is finished. Later: `-removing`
+//!   directories are swept.
+//! * **Get/Put**: mount and record change happen under the lock. Reference counts recorded under
+//!   another boot, or for mounts that are gone from the kernel's table, are reset; mounts under
+//!   `layers/` that no record claims are unmounted.
+//! * Staging directories are swept only when their flock can be taken, so a sweep never
+//!   deletes work another live process is doing.
+
+pub mod db;
+pub mod id;
+pub mod record;
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustix::fs::{renameat_with, RenameFlags, CWD};
+use tracing::{debug, info, warn};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::sys::lock::{describe_self, DirLock, LockError, StoreLock};
+use crate::sys::{self, mountinfo};
+pub use db::Db;
+pub use record::{LayerKind, LayerRecord, MountState, PendingApply};
+
+/// Name of the file inside a layer directory that records the apply generation it holds.
+pub const APPLIED_FILE: &str = "applied";
+
+/// Store format written into new stores.
+const FORMAT: &str = "1";
+
+/// How long to wait for the store lock before giving up with a message naming the holder.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An open store.
+pub struct Store {
+    root: PathBuf,
+    db: Db,
+    driver: String,
+    process_lock: Mutex<()>,
+    lock_timeout: Duration,
+}
+
+/// What a sweep removed or repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Staging leftovers deleted.
+    pub staging: usize,
+    /// `-removing` directories deleted.
+    pub removing: usize,
+    /// Layer directories without a record deleted.
+    pub orphans: usize,
+    /// Records repaired (interrupted removals finished, applies rolled forward or back).
+    pub repaired: usize,
+    /// Reference counts reset or stale mounts unmounted.
+    pub mounts: usize,
+}
+
+fn mkdir_0700(path: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let md = fs::symlink_metadata(path).ctx(|| format!("inspecting {}", path.display()))?;
+            if md.is_dir() {
+                Ok(())
+            } else {
+                Err(Error::io(
+                    format!("{} exists and is not a directory", path.display()),
+                    io::Error::from_raw_os_error(libc::ENOTDIR),
+                ))
+            }
+        }
+        Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
+    }
+}
+
+fn unique_name(tag: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{tag}-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    ///
+    /// `requested` is the driver the caller asked for, if any; a store remembers the driver it
+    /// was created with and refuses another. With no request, the stored driver is used, or
+    /// `default_driver()` for a new store. Opening sweeps leftovers and reconciles mount
+    /// references (see the crash story above).
+    pub fn open(
+        root: &Path,
+        requested: Option<&str>,
+        default_driver: impl FnOnce() -> String,
+    ) -> Result<Store> {
+        let root = if root.is_absolute() {
+            root.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .ctx(|| "reading the current directory".into())?
+                .join(root)
+        };
+        fs::create_dir_all(&root).ctx(|| format!("creating store root {}", root.display()))?;
+        // The kernel's mount table shows canonical paths; so must we.
+        let root =
+            fs::canonicalize(&root).ctx(|| format!("resolving store root {}", root.display()))?;
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+            .ctx(|| format!("setting mode 0700 on {}", root.display()))?;
+        mkdir_0700(&root.join("staging"))?;
+        mkdir_0700(&root.join("layers"))?;
+        let db = Db::open(&root.join("meta.redb"))?;
+        let stored = db.meta("driver")?;
+        let driver = match (stored, requested) {
+            (Some(s), Some(r)) if s != r => {
+                return Err(Error::DriverMismatch {
+                    root,
+                    stored: s,
+                    requested: r.to_string(),
+                })
+            }
+            (Some(s), _) => s,
+            (None, Some(r)) => r.to_string(),
+            (None, None) => default_driver(),
+        };
+        let store = Store {
+            root,
+            db,
+            driver,
+            process_lock: Mutex::new(()),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        };
+        {
+            let l = store.lock()?;
+            if l.db().meta("driver")?.is_none() {
+                let d = store.driver.clone();
+                l.db().write(|w| {
+                    w.set_meta("driver", &d)?;
+                    w.set_meta("format", FORMAT)
+                })?;
+            }
+            let report = l.recover()?;
+            if report != SweepReport::default() {
+                info!(?report, "recovered store state at open");
+            }
+        }
+        Ok(store)
+    }
+
+    /// Sets how long [`Store::lock`] waits before failing.
+    pub fn set_lock_timeout(&mut self, timeout: Duration) {
+        self.lock_timeout = timeout;
+    }
+
+    /// The store root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The driver this store was created for.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// `<root>/layers`.
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// `<root>/layers/<id>`.
+    pub fn layer_dir(&self, id: &str) -> PathBuf {
+        self.layers_dir().join(id)
+    }
+
+    /// The database, for reads that need no lock (each read is one consistent snapshot).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The record of `id`, or [`Error::NotFound`].
+    pub fn record(&self, id: &str) -> Result<LayerRecord> {
+        self.db
+            .get(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// The records of `id` and its ancestors, `id` first.
+    pub fn chain(&self, id: &str) -> Result<Vec<LayerRecord>> {
+        let mut out = vec![self.record(id)?];
+        while let Some(p) = out.last().and_then(|r| r.parent.clone()) {
+            if out.len() > 4096 || out.iter().any(|r| r.id == p) {
+                return Err(Error::Invalid {
+                    id: id.to_string(),
+                    reason: "parent chain is cyclic or absurdly deep".into(),
+                });
+            }
+            out.push(self.record(&p)?);
+        }
+        Ok(out)
+    }
+
+    /// Takes the store lock: the in-process mutex, then the cross-process `flock`. Everything
+    /// that reads the database, decides, changes the filesystem and writes the database back
+    /// must hold it.
+    pub fn lock(&self) -> Result<Locked<'_>> {
+        let guard = self.process_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let flock =
+            StoreLock::acquire(&self.root.join("lock"), self.lock_timeout, &describe_self())
+                .map_err(|e| match e {
+                    LockError::Timeout { holder } => Error::Locked {
+                        root: self.root.clone(),
+                        holder,
+                        waited_secs: self.lock_timeout.as_secs(),
+                    },
+                    LockError::Io(e) => {
+                        Error::io(format!("locking store {}", self.root.display()), e)
+                    }
+                })?;
+        Ok(Locked {
+            store: self,
+            _flock: flock,
+            _guard: guard,
+        })
+    }
+
+    /// Creates a fresh, locked directory in `staging/`. It is deleted when the returned value
+    /// is dropped, unless it was committed into place.
+    pub fn stage(&self, tag: &str) -> Result<Staging> {
+        let _l = self.lock()?;
+        let path = self.root.join("staging").join(unique_name(tag));
+        mkdir_0700(&path)?;
+        let fd = fsutil::open_dir(&path).ctx(|| format!("opening {}", path.display()))?;
+        let lock = DirLock::try_lock(fd, true)
+            .ctx(|| format!("locking {}", path.display()))?
+            .ok_or_else(|| {
+                Error::io(
+                    format!("locking {}", path.display()),
+                    io::Error::from_raw_os_error(libc::EWOULDBLOCK),
+                )
+            })?;
+        Ok(Staging {
+            path,
+            lock,
+            armed: true,
+        })
+    }
+
+    /// Marks layer `id` as in use by a long operation (an apply) for as long as the returned
+    /// guard lives; `exclusive` excludes every other user, shared ones only exclusive ones.
+    pub fn busy_guard(&self, id: &str, exclusive: bool, what: &str) -> Result<DirLock> {
+        let dir = self.layer_dir(id);
+        let fd = fsutil::open_dir(&dir).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                Error::NotFound(id.to_string())
+            } else {
+                Error::io(format!("opening {}", dir.display()), e)
+            }
+        })?;
+        DirLock::try_lock(fd, exclusive)
+            .ctx(|| format!("locking {}", dir.display()))?
+            .ok_or_else(|| Error::Busy {
+                id: id.to_string(),
+                what: format!("{what} refused: another operation is writing or reading it"),
+            })
+    }
+}
+
+/// A directory under `staging/`, flock-ed while this value lives.
+pub struct Staging {
+    path: PathBuf,
+    lock: DirLock,
+    armed: bool,
+}
+
+impl Staging {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An fd of the directory.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.lock.fd().as_fd()
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = fsutil::remove_tree(&self.path) {
+                warn!(path = %self.path.display(), error = %e, "could not delete staging directory; the next sweep will");
+            }
+        }
+    }
+}
+
+/// The store lock, held. All multi-step state changes are methods here.
+pub struct Locked<'a> {
+    store: &'a Store,
+    _flock: StoreLock,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Locked<'_> {
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.store.db
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Moves a layer built in `staging` to `layers/<id>` and commits its record, checking again
+    /// (under the lock) that the id is free and the parent exists.
+    pub fn commit_new(&self, mut staging: Staging, rec: &LayerRecord) -> Result<()> {
+        let db = self.db();
+        if db.get(&rec.id)?.is_some() {
+            return Err(Error::AlreadyExists(rec.id.clone()));
+        }
+        if let Some(p) = &rec.parent {
+            if db.get(p)?.is_none() {
+                return Err(Error::ParentNotFound {
+                    id: rec.id.clone(),
+                    parent: p.clone(),
+                });
+            }
+        }
+        let target = self.store.layer_dir(&rec.id);
+        // No record, so whatever sits there is an orphan the sweep would delete anyway.
+        self.remove_dir_unmounting(&target)?;
+        renameat_with(CWD, &staging.path, CWD, &target, RenameFlags::NOREPLACE)
+            .ctx(|| format!("moving {} into place", staging.path.display()))?;
+        if let Err(e) = db.write(|w| w.put(rec)) {
+            if let Err(back) =
+                renameat_with(CWD, &target, CWD, &staging.path, RenameFlags::NOREPLACE)
+            {
+                warn!(error = %back, "could not move a layer back to staging; the next sweep deletes it");
+            }
+            return Err(e);
+        }
+        staging.armed = false;
+        Ok(())
+    }
+
+    /// Swaps the content built in `staging` with `layers/<id>` and commits the new generation
+    /// and size. Afterwards `staging` holds the old content (deleted when it is dropped).
+    /// `staging` must contain an [`APPLIED_FILE`] with the generation `rec.generation + 1`.
+    pub fn commit_apply(
+        &self,
+        staging: &Staging,
+        rec: &LayerRecord,
+        size: u64,
+    ) -> Result<LayerRecord> {
+        let db = self.db();
+        let generation = rec.generation + 1;
+        let mut pending = rec.clone();
+        pending.pending = Some(PendingApply { generation, size });
+        db.write(|w| w.put(&pending))?;
+        let target = self.store.layer_dir(&rec.id);
+        if let Err(e) = renameat_with(CWD, &staging.path, CWD, &target, RenameFlags::EXCHANGE) {
+            let _ = db.write(|w| w.put(rec));
+            return Err(Error::io(
+                format!("swapping new content into {}", target.display()),
+                e,
+            ));
+        }
+        let mut done = rec.clone();
+        done.generation = generation;
+        done.size = Some(size);
+        done.pending = None;
+        if let Err(e) = db.write(|w| w.put(&done)) {
+            // Put the old content back so record and directory agree again.
+            if renameat_with(CWD, &staging.path, CWD, &target, RenameFlags::EXCHANGE).is_ok() {
+                let _ = db.write(|w| w.put(rec));
+            }
+            return Err(e);
+        }
+        Ok(done)
+    }
+
+    /// Renames `layers/<id>` to `layers/<id>-removing` and deletes the record. The caller
+    /// checks children and references first, and deletes the returned directory afterwards
+    /// (after releasing the lock).
+    pub fn begin_remove(&self, rec: &LayerRecord) -> Result<PathBuf> {
+        let dir = self.store.layer_dir(&rec.id);
+        let removing = self
+            .store
+            .layers_dir()
+            .join(format!("{}{}", rec.id, id::REMOVING_SUFFIX));
+        self.remove_dir_unmounting(&removing)?;
+        match renameat_with(CWD, &dir, CWD, &removing, RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::NOENT) => {
+                warn!(id = %rec.id, "layer directory already missing; removing the record only");
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("renaming {} for removal", dir.display()),
+                    e,
+                ))
+            }
+        }
+        if let Err(e) = self.db().write(|w| w.delete(rec)) {
+            let _ = renameat_with(CWD, &removing, CWD, &dir, RenameFlags::NOREPLACE);
+            return Err(e);
+        }
+        Ok(removing)
+    }
+
+    /// Unmounts anything mounted at or below `dir`, then deletes it.
+    fn remove_dir_unmounting(&self, dir: &Path) -> Result<()> {
+        if fs::symlink_metadata(dir).is_err() {
+            return Ok(());
+        }
+        let table = mountinfo::read().ctx(|| "reading /proc/self/mountinfo".into())?;
+        for m in mountinfo::mounts_under(&table, dir) {
+            sys::mount::unmount(&m.mount_point)
+                .ctx(|| format!("unmounting {}", m.mount_point.display()))?;
+        }
+        fsutil::remove_tree(dir).ctx(|| format!("deleting {}", dir.display()))
+    }
+
+    /// Brings the store back to a consistent state after crashes: finishes interrupted
+    /// removals and applies, resets stale mount references, and deletes leftovers.
+    pub fn recover(&self) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        self.repair_records(&mut report)?;
+        self.reconcile_mounts(&mut report)?;
+        self.sweep(&mut report)?;
+        Ok(report)
+    }
+
+    fn repair_records(&self, report: &mut SweepReport) -> Result<()> {
+        for rec in self.db().list()? {
+            let dir = self.store.layer_dir(&rec.id);
+            let removing =
+                self.store
+                    .layers_dir()
+                    .join(format!("{}{}", rec.id, id::REMOVING_SUFFIX));
+            if fs::symlink_metadata(&dir).is_err() && fs::symlink_metadata(&removing).is_ok() {
+                info!(id = %rec.id, "finishing an interrupted removal");
+                self.db().write(|w| w.delete(&rec))?;
+                report.repaired += 1;
+                continue;
+            }
+            if let Some(p) = &rec.pending {
+                let on_disk = fs::read_to_string(dir.join(APPLIED_FILE))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok());
+                let mut fixed = rec.clone();
+                fixed.pending = None;
+                if on_disk == Some(p.generation) {
+                    info!(id = %rec.id, "rolling an interrupted apply forward");
+                    fixed.generation = p.generation;
+                    fixed.size = Some(p.size);
+                } else {
+                    info!(id = %rec.id, "rolling an interrupted apply back");
+                }
+                self.db().write(|w| w.put(&fixed))?;
+                report.repaired += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn reconcile_mounts(&self, report: &mut SweepReport) -> Result<()> {
+        let boot = sys::boot_id();
+        let same_boot = self.db().meta("boot_id")?.as_deref() == Some(boot.as_str());
+        let table = mountinfo::read().ctx(|| "reading /proc/self/mountinfo".into())?;
+        let layers = self.store.layers_dir();
+        let live: HashSet<PathBuf> = mountinfo::mounts_under(&table, &layers)
+            .into_iter()
+            .map(|m| m.mount_point)
+            .collect();
+        let mut claimed = HashSet::new();
+        for rec in self.db().list()? {
+            let keep = match &rec.mount {
+                Some(m) if rec.refs > 0 => same_boot && (!m.mounted || live.contains(&m.path)),
+                Some(_) | None => rec.refs == 0 && rec.mount.is_none(),
+            };
+            if keep {
+                if let Some(m) = &rec.mount {
+                    claimed.insert(m.path.clone());
+                }
+                continue;
+            }
+            debug!(id = %rec.id, refs = rec.refs, "resetting stale mount references");
+            let mut fixed = rec.clone();
+            fixed.refs = 0;
+            fixed.mount = None;
+            self.db().write(|w| w.put(&fixed))?;
+            report.mounts += 1;
+        }
+        for path in live.difference(&claimed) {
+            info!(path = %path.display(), "unmounting a mount no layer reference claims");
+            sys::mount::unmount(path).ctx(|| format!("unmounting {}", path.display()))?;
+            report.mounts += 1;
+        }
+        if !same_boot {
+            self.db().write(|w| w.set_meta("boot_id", &boot))?;
+        }
+        Ok(())
+    }
+
+    fn sweep(&self, report: &mut SweepReport) -> Result<()> {
+        let staging = self.store.root.join("staging");
+        for entry in fs::read_dir(&staging).ctx(|| format!("reading {}", staging.display()))? {
+            let entry = entry.ctx(|| format!("reading {}", staging.display()))?;
+            let path = entry.path();
+            let lock = match fsutil::open_dir(&path) {
+                Ok(fd) => {
+                    DirLock::try_lock(fd, true).ctx(|| format!("locking {}", path.display()))?
+                }
+                // Not a directory (or gone): nobody's live work.
+                Err(_) => None,
+            };
+            if lock.is_none() && path.is_dir() {
+                continue; // a live process is building it
+            }
+            self.remove_dir_unmounting(&path)?;
+            report.staging += 1;
+        }
+        let layers = self.store.layers_dir();
+        let known: HashSet<String> = self.db().list()?.into_iter().map(|r| r.id).collect();
+        for entry in fs::read_dir(&layers).ctx(|| format!("reading {}", layers.display()))? {
+            let entry = entry.ctx(|| format!("reading {}", layers.display()))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if known.contains(name.as_ref()) {
+                continue;
+            }
+            if name.ends_with(id::REMOVING_SUFFIX) {
+                report.removing += 1;
+            } else {
+                warn!(dir = %name, "deleting a layer directory that has no record");
+                report.orphans += 1;
+            }
+            self.remove_dir_unmounting(&entry.path())?;
+        }
+        Ok(())
+    }
+
+    /// Unmounts every mount under `layers/` and resets every reference count (Docker's
+    /// `Cleanup` at daemon shutdown), then sweeps.
+    pub fn release_all(&self) -> Result<SweepReport> {
+        let mut report = SweepReport::default();
+        let table = mountinfo::read().ctx(|| "reading /proc/self/mountinfo".into())?;
+        for m in mountinfo::mounts_under(&table, &self.store.layers_dir()) {
+            sys::mount::unmount(&m.mount_point)
+                .ctx(|| format!("unmounting {}", m.mount_point.display()))?;
+            let _ = fs::remove_dir(&m.mount_point);
+            report.mounts += 1;
+        }
+        for rec in self.db().list()? {
+            if rec.refs > 0 || rec.mount.is_some() {
+                let mut fixed = rec.clone();
+                fixed.refs = 0;
+                fixed.mount = None;
+                self.db().write(|w| w.put(&fixed))?;
+            }
+        }
+        let rest = self.recover()?;
+        report.staging = rest.staging;
+        report.removing = rest.removing;
+        report.orphans = rest.orphans;
+        report.repaired = rest.repaired;
+        Ok(report)
+    }
+}
+
+/// Writes the [`APPLIED_FILE`] marker into a staged layer directory.
+pub fn write_applied_marker(dir: &Path, generation: u64) -> Result<()> {
+    let p = dir.join(APPLIED_FILE);
+    fs::write(&p, format!("{generation}\n")).ctx(|| format!("writing {}", p.display()))
+}
+
+/// Whether `name` is a layer directory name that belongs to no layer (`-removing`).
+pub fn is_removing_name(name: &OsStr) -> bool {
+    name.to_string_lossy().ends_with(id::REMOVING_SUFFIX)
+}

@@ -1,1 +1,204 @@
-//! (in progress)
+//! Mounting: overlayfs through the new mount API (`fsopen`/`fsconfig`/`fsmount`/`move_mount`,
+//! one `lowerdir+` per layer, so chain depth is limited only by the kernel), with a fallback to
+//! classic `mount(2)` where `lowerdir+` is unknown (Linux < 6.8); read-only bind mounts; and
+//! unmounting.
+
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use rustix::fs::CWD;
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount, mount_bind, mount_remount,
+    move_mount, unmount as sys_unmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags,
+    MoveMountFlags, UnmountFlags,
+};
+
+/// What to mount with overlayfs.
+#[derive(Debug, Clone, Default)]
+pub struct OverlaySpec {
+    /// Lower directories, topmost (nearest) first.
+    pub lowers: Vec<PathBuf>,
+    /// Upper and work directory; `None` for a read-only mount.
+    pub upper: Option<(PathBuf, PathBuf)>,
+    /// SELinux context for the mount, when SELinux is enabled.
+    pub label: Option<String>,
+    /// Extra `key=value` options (e.g. `index=off`, `redirect_dir=off`).
+    pub options: Vec<(String, String)>,
+}
+
+/// Reads the messages the kernel queued on a filesystem context, for error reports.
+fn fs_log(fs: &OwnedFd) -> String {
+    let mut msgs = Vec::new();
+    let mut f = std::fs::File::from(match fs.try_clone() {
+        Ok(fd) => fd,
+        Err(_) => return String::new(),
+    });
+    let mut buf = [0u8; 1024];
+    // Each read returns one message; ENODATA ends the queue.
+    for _ in 0..16 {
+        match f.read(&mut buf) {
+            Ok(n) if n > 0 => msgs.push(String::from_utf8_lossy(&buf[..n]).trim().to_string()),
+            _ => break,
+        }
+    }
+    msgs.join("; ")
+}
+
+fn with_log(fs: &OwnedFd, what: &str, e: rustix::io::Errno) -> io::Error {
+    let log = fs_log(fs);
+    let msg = if log.is_empty() {
+        format!("{what}: {e}")
+    } else {
+        format!("{what}: {e} ({log})")
+    };
+    io::Error::new(io::Error::from(e).kind(), msg)
+}
+
+/// Whether this kernel's overlayfs accepts `lowerdir+` (Linux 6.8+). Probed once.
+pub fn overlay_supports_lowerdir_plus() -> bool {
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| {
+        let Ok(fs) = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) else {
+            return false;
+        };
+        fsconfig_set_string(fs.as_fd(), "lowerdir+", "/").is_ok()
+    })
+}
+
+/// Mounts overlayfs at `target`. Read-only when `spec.upper` is `None`.
+pub fn mount_overlay(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
+    if overlay_supports_lowerdir_plus() {
+        mount_overlay_new_api(target, spec)
+    } else {
+        mount_overlay_classic(target, spec)
+    }
+}
+
+fn mount_overlay_new_api(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    let set = |k: &str, v: &std::ffi::OsStr| -> io::Result<()> {
+        fsconfig_set_string(fs.as_fd(), k, v).map_err(|e| {
+            with_log(
+                &fs,
+                &format!("overlay option {k}={}", v.to_string_lossy()),
+                e,
+            )
+        })
+    };
+    for lower in &spec.lowers {
+        set("lowerdir+", lower.as_os_str())?;
+    }
+    if let Some((upper, work)) = &spec.upper {
+        set("upperdir", upper.as_os_str())?;
+        set("workdir", work.as_os_str())?;
+    }
+    for (k, v) in &spec.options {
+        set(k, std::ffi::OsStr::new(v))?;
+    }
+    if let Some(label) = &spec.label {
+        set("context", std::ffi::OsStr::new(label))?;
+    }
+    fsconfig_create(fs.as_fd()).map_err(|e| with_log(&fs, "creating overlay mount", e))?;
+    let attrs = if spec.upper.is_none() {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    } else {
+        MountAttrFlags::empty()
+    };
+    let mnt = fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| with_log(&fs, "fsmount overlay", e))?;
+    move_mount(
+        mnt.as_fd(),
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+/// The classic `mount(2)` form; its option string must fit in one page, which limits depth.
+fn mount_overlay_classic(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
+    let bad = |p: &Path| {
+        p.as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b':' | b',' | b'\\'))
+    };
+    let mut data = String::from("lowerdir=");
+    for (i, l) in spec.lowers.iter().enumerate() {
+        if bad(l) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "path {} cannot be passed in classic overlay options",
+                    l.display()
+                ),
+            ));
+        }
+        if i > 0 {
+            data.push(':');
+        }
+        data.push_str(&l.to_string_lossy());
+    }
+    if let Some((u, w)) = &spec.upper {
+        data.push_str(&format!(
+            ",upperdir={},workdir={}",
+            u.display(),
+            w.display()
+        ));
+    }
+    for (k, v) in &spec.options {
+        data.push_str(&format!(",{k}={v}"));
+    }
+    if let Some(label) = &spec.label {
+        data.push_str(&format!(",context=\"{label}\""));
+    }
+    let page = rustix::param::page_size();
+    if data.len() >= page {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a chain of {} layers needs {} bytes of overlay options, more than a page ({page}); this kernel lacks lowerdir+ (Linux 6.8+)",
+                spec.lowers.len(),
+                data.len()
+            ),
+        ));
+    }
+    let cdata = CString::new(data).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = if spec.upper.is_none() {
+        MountFlags::RDONLY
+    } else {
+        MountFlags::empty()
+    };
+    mount("overlay", target, "overlay", flags, Some(cdata.as_c_str()))?;
+    Ok(())
+}
+
+/// Bind-mounts `src` at `target` read-only.
+pub fn bind_readonly(src: &Path, target: &Path) -> io::Result<()> {
+    mount_bind(src, target)?;
+    if let Err(e) = mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "") {
+        let _ = sys_unmount(target, UnmountFlags::DETACH);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Unmounts `target` lazily (`MNT_DETACH`), never following a symlink at `target`.
+/// An absent mount (`EINVAL`) or mount point (`ENOENT`) is not an error.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    match sys_unmount(target, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether SELinux is enabled on this machine (mount labels are ignored otherwise, as in
+/// Docker's `label.FormatMountLabel`).
+pub fn selinux_enabled() -> bool {
+    Path::new("/sys/fs/selinux/enforce").exists()
+}

@@ -1,0 +1,715 @@
+//! Applying a layer tar to a directory: the part of strata that handles untrusted input.
+//!
+//! # Confinement
+//!
+//! Every filesystem call is relative to a directory fd obtained under the layer root:
+//! parents are resolved in-root (see [`tree`]); leaves are created with
+//! `openat(O_CREAT | O_EXCL | O_NOFOLLOW)`, `mkdirat`, `symlinkat`, `linkat` (by directory fd
+//! and single name, never following), `mknodat`, and removed with `unlinkat`; metadata is set
+//! through fds or `*at(AT_SYMLINK_NOFOLLOW)` in the order owner → xattrs → mode → times, with
+//! directory times applied after everything else. No tar name is ever joined into a path
+//! string that the kernel would resolve from outside the layer.
+//!
+//! # The rules
+//!
+//! 1. Names are cleaned (see [`super::name`]): `.` and empty components are dropped, a leading
+//!    `/` means the layer root, `..` that would climb above the root is rejected, and empty
+//!    names or names with NUL bytes are rejected.
+//! 2. The root keeps its type: an entry for the root must be a directory (its metadata is
+//!    applied to the root); any other type is rejected.
+//! 3. Symlink targets are stored verbatim; whenever a later entry's *parent* path runs through
+//!    a symlink, the symlink is resolved as if the layer root were `/`.
+//! 4. A hard link's target is cleaned like a name (absolute targets are in-root), must exist
+//!    already — in this layer, or in a lower layer for overlay trees (it is then copied up) —
+//!    and must not be a directory or the link itself. The link shares the target's inode, so
+//!    the entry's owner, xattrs, mode and times are applied to it, except that a symlink
+//!    target is never chmod-ed.
+//! 5. Whiteouts: `.wh.NAME` deletes NAME, `.wh..wh..opq` makes its directory opaque (entries
+//!    this layer already wrote there are kept), other `.wh..wh.*` names (AUFS bookkeeping) are
+//!    skipped. `.wh.`, `.wh..` and `.wh...` are rejected, and so is a whiteout that carries
+//!    data. Whiteouts act through in-root parents like any other entry.
+//! 6. An existing path is replaced by a new entry unless both are directories, in which case
+//!    the new metadata is applied to the existing directory.
+//! 7. Extended attributes: `trusted.overlay.*` and `user.overlay.*` are rejected (they would
+//!    forge overlayfs state); `security.selinux` is dropped (the mount label decides it).
+//! 8. Devices: major < 4096 and minor < 2^20 (the kernel's limits); a character device 0:0 is
+//!    an overlay whiteout in disguise and is rejected.
+//! 9. A path component that exists and is not a directory (nor a symlink to one) cannot be a
+//!    parent: the entry is rejected rather than the file silently replaced.
+//!
+//! In overlay format (an apply straight into an overlay `diff/`), deletions become `0:0`
+//! character devices (only where a lower layer has something to hide), opaque directories get
+//! `trusted.overlay.opaque=y`, and a directory that replaces a non-directory over a lower
+//! directory is made opaque, so that the merged view equals what the naive apply would give.
+
+pub mod tree;
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use rustix::fs::{
+    fsetxattr, linkat, mknodat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode,
+    OFlags, XattrFlags,
+};
+use rustix::io::Errno;
+use tracing::debug;
+
+use self::tree::{is_whiteout, lower_lookup, Dir, Lower, Tree, OPAQUE_XATTR};
+use super::compress;
+use super::fsmeta::{self, Meta};
+use super::name;
+use super::tarstream::{Header, Kind, Limits, TarReader};
+use super::{Error, Rule};
+use crate::fsutil;
+
+/// How deletions and opaque directories are represented in the target tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A complete tree: whiteouts delete, opaque markers empty the directory.
+    Naive,
+    /// An overlay upper directory over read-only lowers.
+    Overlay,
+}
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Target representation.
+    pub format: Format,
+    /// Overlay format only: lower layer directories, topmost first.
+    pub lowers: Vec<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            format: Format::Naive,
+            lowers: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Sum of the entries' declared sizes: Docker's `ApplyDiff` size.
+    pub size: u64,
+    /// Entries applied (whiteouts included).
+    pub entries: u64,
+    /// Uncompressed bytes read.
+    pub bytes: u64,
+    /// The compression the stream used.
+    pub compression: Option<compress::Compression>,
+}
+
+/// Applies the layer tar read from `input` (plain, gzip or zstd) to the tree at `root`.
+///
+/// On error the tree may hold part of the layer: callers apply into a staging copy and discard
+/// it (the store's job), so a failed apply changes nothing that anyone can see.
+pub fn apply(
+    root: BorrowedFd<'_>,
+    input: &mut (dyn Read + Send),
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, Error> {
+    let (compression, mut decoded) = compress::decoder(Box::new(input))?;
+    let (writer, pipe) = super::pipe::pipe();
+    let mut stats = std::thread::scope(|s| {
+        s.spawn(move || writer.copy_from(&mut decoded));
+        run(root, pipe, opts)
+    })?;
+    stats.compression = Some(compression);
+    Ok(stats)
+}
+
+fn run(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions) -> Result<ApplyStats, Error> {
+    let root = root
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("duplicating the root fd", e))?;
+    let tree =
+        match opts.format {
+            Format::Naive => Tree::naive(root)?,
+            Format::Overlay => {
+                let mut lowers = Vec::new();
+                for l in &opts.lowers {
+                    lowers.push(fsutil::open_dir(l).map_err(|e| {
+                        Error::io(format!("opening lower layer {}", l.display()), e)
+                    })?);
+                }
+                Tree::overlay(root, lowers)?
+            }
+        };
+    let mut a = Applier {
+        tree,
+        unpacked: HashSet::new(),
+        dir_times: Vec::new(),
+        buf: vec![0u8; 256 * 1024],
+        stats: ApplyStats::default(),
+    };
+    let mut tr = TarReader::new(input, opts.limits);
+    while let Some(h) = tr.next_entry()? {
+        a.stats.entries += 1;
+        a.stats.size += h.size;
+        a.entry(&h, &mut tr)?;
+    }
+    a.finish()?;
+    a.stats.bytes = tr.position();
+    tr.finish()?;
+    Ok(a.stats)
+}
+
+struct Applier {
+    tree: Tree,
+    /// (directory, name) pairs written by this layer: kept by opaque markers.
+    unpacked: HashSet<((u64, u64), Vec<u8>)>,
+    /// Directories whose times are set at the end, as cleaned paths.
+    dir_times: Vec<(Vec<u8>, Meta)>,
+    buf: Vec<u8>,
+    stats: ApplyStats,
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+fn fail(h: &Header, rule: Rule, detail: impl Into<String>) -> Error {
+    Error::entry(&h.name, rule, detail)
+}
+
+fn sys(h: &Header, what: &str, e: impl Into<std::io::Error>) -> Error {
+    let e: std::io::Error = e.into();
+    let rule = match e.raw_os_error() {
+        Some(libc::ENOTDIR) => Rule::NotDirectory,
+        Some(libc::ELOOP) | Some(libc::EXDEV) => Rule::Escape,
+        _ => Rule::Io,
+    };
+    fail(h, rule, format!("{what}: {e}"))
+}
+
+/// The metadata an entry asks for, with Docker's atime rule (never before mtime) and the
+/// xattr rules applied.
+fn entry_meta(h: &Header) -> Result<Meta, Error> {
+    let mut xattrs = Vec::with_capacity(h.xattrs.len());
+    for (k, v) in &h.xattrs {
+        if k.starts_with(b"trusted.overlay.") || k.starts_with(b"user.overlay.") {
+            return Err(fail(
+                h,
+                Rule::Xattr,
+                format!("{} would forge overlayfs state", String::from_utf8_lossy(k)),
+            ));
+        }
+        if k.as_slice() == b"security.selinux" {
+            continue;
+        }
+        if k.is_empty() || k.contains(&0) {
+            return Err(fail(h, Rule::Xattr, "empty xattr name or NUL in it"));
+        }
+        xattrs.push((k.clone(), v.clone()));
+    }
+    let atime = match h.atime {
+        Some(a) if a >= h.mtime => a,
+        _ => h.mtime,
+    };
+    Ok(Meta {
+        uid: h.uid,
+        gid: h.gid,
+        mode: h.mode,
+        atime,
+        mtime: h.mtime,
+        xattrs,
+    })
+}
+
+impl Applier {
+    fn entry<R: Read>(&mut self, h: &Header, tr: &mut TarReader<R>) -> Result<(), Error> {
+        let comps = name::clean(&h.name).map_err(|e| match e {
+            Error::Entry { rule, detail, .. } => fail(h, rule, detail),
+            other => other,
+        })?;
+        let Some((&last, parent)) = comps.split_last() else {
+            return self.root_entry(h);
+        };
+        if let Some(target) = last.strip_prefix(b".wh.") {
+            return self.whiteout(h, parent, target);
+        }
+        let meta = entry_meta(h)?;
+        let dir = self
+            .tree
+            .dir(parent, true, &h.name)?
+            .ok_or_else(|| fail(h, Rule::Io, "parent directory vanished"))?;
+        match h.kind {
+            Kind::Regular => self.regular(h, &dir, last, &meta, tr)?,
+            Kind::Dir => self.directory(h, &dir, &comps, &meta)?,
+            Kind::Symlink => self.symlink(h, &dir, last, &meta)?,
+            Kind::Hardlink => self.hardlink(h, &dir, last, &meta)?,
+            Kind::Char | Kind::Block | Kind::Fifo => self.node(h, &dir, last, &meta)?,
+        }
+        self.unpacked.insert((dir.key, last.to_vec()));
+        Ok(())
+    }
+
+    fn root_entry(&mut self, h: &Header) -> Result<(), Error> {
+        if h.kind != Kind::Dir {
+            return Err(fail(
+                h,
+                Rule::RootType,
+                format!("a {:?} entry names the layer root", h.kind),
+            ));
+        }
+        let meta = entry_meta(h)?;
+        let root = self.tree.root().fd.clone();
+        fsmeta::set_fd(root.as_fd(), &meta)
+            .map_err(|e| sys(h, "setting metadata of the layer root", e))?;
+        self.dir_times.push((Vec::new(), meta));
+        Ok(())
+    }
+
+    /// Removes whatever `dir/name` is in the writable tree, if anything; true if it existed.
+    fn remove_existing(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<bool, Error> {
+        let st = match statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(sys(h, "inspecting the existing entry", e)),
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            fsutil::remove_tree_at(dir.fd.as_fd(), os(name))
+                .map_err(|e| sys(h, "removing the existing directory", e))?;
+            self.tree.invalidate();
+        } else {
+            unlinkat(dir.fd.as_fd(), os(name), AtFlags::empty())
+                .map_err(|e| sys(h, "removing the existing entry", e))?;
+        }
+        Ok(true)
+    }
+
+    fn regular<R: Read>(
+        &mut self,
+        h: &Header,
+        dir: &Dir,
+        name: &[u8],
+        meta: &Meta,
+        tr: &mut TarReader<R>,
+    ) -> Result<(), Error> {
+        self.remove_existing(h, dir, name)?;
+        let fd = openat(
+            dir.fd.as_fd(),
+            os(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| sys(h, "creating the file", e))?;
+        let mut file = std::fs::File::from(fd);
+        loop {
+            let n = tr.read_payload(&mut self.buf)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&self.buf[..n])
+                .map_err(|e| sys(h, "writing the file", e))?;
+        }
+        fsmeta::set_fd(file.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?;
+        fsmeta::set_times_fd(file.as_fd(), meta.atime, meta.mtime)
+            .map_err(|e| sys(h, "setting times", e))?;
+        Ok(())
+    }
+
+    fn directory(
+        &mut self,
+        h: &Header,
+        dir: &Dir,
+        comps: &[&[u8]],
+        meta: &Meta,
+    ) -> Result<(), Error> {
+        let name = comps[comps.len() - 1];
+        let existing = match statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(sys(h, "inspecting the existing entry", e)),
+        };
+        let is_dir =
+            |st: &rustix::fs::Stat| FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        let mut opaque = false;
+        match &existing {
+            Some(st) if is_dir(st) => {}
+            Some(_) => {
+                self.remove_existing(h, dir, name)?;
+                // Replacing a non-directory of this layer: a lower directory must stay hidden.
+                opaque = self.tree.is_overlay() && matches!(self.lower(h, dir, name)?, Lower::Dir);
+                self.mkdir(h, dir, name)?;
+            }
+            None => self.mkdir(h, dir, name)?,
+        }
+        let fd = openat(
+            dir.fd.as_fd(),
+            os(name),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| sys(h, "opening the directory", e))?;
+        fsmeta::set_fd(fd.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?;
+        if opaque {
+            fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(|e| sys(h, "marking the directory opaque", e))?;
+            self.tree.invalidate();
+        }
+        self.dir_times.push((name::join(comps), meta.clone()));
+        Ok(())
+    }
+
+    fn mkdir(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<(), Error> {
+        rustix::fs::mkdirat(dir.fd.as_fd(), os(name), Mode::from_raw_mode(0o700))
+            .map_err(|e| sys(h, "creating the directory", e))
+    }
+
+    fn lower(&self, h: &Header, dir: &Dir, name: &[u8]) -> Result<Lower, Error> {
+        if dir.lowers.is_empty() {
+            return Ok(Lower::Absent);
+        }
+        Ok(lower_lookup(&dir.lowers, os(name))
+            .map_err(|e| sys(h, "looking up lower layers", e))?
+            .0)
+    }
+
+    fn symlink(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
+        if h.link.is_empty() {
+            return Err(fail(h, Rule::BadName, "empty symlink target"));
+        }
+        if h.link.contains(&0) {
+            return Err(fail(h, Rule::BadName, "symlink target contains a NUL byte"));
+        }
+        self.remove_existing(h, dir, name)?;
+        symlinkat(os(&h.link), dir.fd.as_fd(), os(name))
+            .map_err(|e| sys(h, "creating the symlink", e))?;
+        self.set_at(h, dir, name, meta, true)
+    }
+
+    /// Sets metadata on `dir/name` without following it (symlinks: never chmod, no times
+    /// through the link).
+    fn set_at(
+        &self,
+        h: &Header,
+        dir: &Dir,
+        name: &[u8],
+        meta: &Meta,
+        symlink: bool,
+    ) -> Result<(), Error> {
+        match fsmeta::set_at(dir.fd.as_fd(), os(name), meta, symlink) {
+            Ok(()) => {}
+            Err(e)
+                if symlink && e.raw_os_error() == Some(libc::EPERM) && !meta.xattrs.is_empty() =>
+            {
+                // user.* xattrs cannot be set on symlinks; Docker drops them too.
+                debug!(entry = %String::from_utf8_lossy(&h.name), "dropping xattrs a symlink cannot carry");
+                let bare = Meta {
+                    xattrs: Vec::new(),
+                    ..meta.clone()
+                };
+                fsmeta::set_at(dir.fd.as_fd(), os(name), &bare, true)
+                    .map_err(|e| sys(h, "setting metadata", e))?;
+            }
+            Err(e) => return Err(sys(h, "setting metadata", e)),
+        }
+        fsmeta::set_times_at(dir.fd.as_fd(), os(name), meta.atime, meta.mtime)
+            .map_err(|e| sys(h, "setting times", e))
+    }
+
+    fn hardlink(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
+        let target = name::clean(&h.link).map_err(|e| {
+            fail(
+                h,
+                e.rule().unwrap_or(Rule::Hardlink),
+                format!("target {:?}: {}", String::from_utf8_lossy(&h.link), e),
+            )
+        })?;
+        let Some((&tname, tparent)) = target.split_last() else {
+            return Err(fail(h, Rule::Hardlink, "the target is the layer root"));
+        };
+        let missing = || {
+            fail(
+                h,
+                Rule::Hardlink,
+                format!(
+                    "target {:?} does not exist",
+                    String::from_utf8_lossy(&h.link)
+                ),
+            )
+        };
+        let tdir = self
+            .tree
+            .dir(tparent, false, &h.name)?
+            .ok_or_else(missing)?;
+        match statat(tdir.fd.as_fd(), os(tname), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(fail(h, Rule::Hardlink, "the target is a directory"));
+            }
+            Ok(st) if self.tree.is_overlay() && is_whiteout(&st) => return Err(missing()),
+            Ok(_) => {}
+            Err(Errno::NOENT) => match self.lower(h, &tdir, tname)? {
+                Lower::Other(ldir, st) => self.copy_up(h, &ldir, &st, &tdir, tname)?,
+                _ => return Err(missing()),
+            },
+            Err(e) => return Err(sys(h, "inspecting the link target", e)),
+        }
+        if tdir.key == dir.key && tname == name {
+            return Err(fail(h, Rule::Hardlink, "the entry links to itself"));
+        }
+        self.remove_existing(h, dir, name)?;
+        linkat(
+            tdir.fd.as_fd(),
+            os(tname),
+            dir.fd.as_fd(),
+            os(name),
+            AtFlags::empty(),
+        )
+        .map_err(|e| sys(h, "creating the hard link", e))?;
+        let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| sys(h, "inspecting the hard link", e))?;
+        let symlink = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
+        self.set_at(h, dir, name, meta, symlink)
+    }
+
+    /// Copies a lower layer's non-directory into the writable tree (for hard links to it).
+    fn copy_up(
+        &mut self,
+        h: &Header,
+        ldir: &OwnedFd,
+        st: &rustix::fs::Stat,
+        dir: &Dir,
+        name: &[u8],
+    ) -> Result<(), Error> {
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let times = (
+            fsmeta::Time {
+                sec: st.st_atime,
+                nsec: st.st_atime_nsec as u32,
+            },
+            fsmeta::Time {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec as u32,
+            },
+        );
+        let xattrs = fsmeta::read_at(ldir.as_fd(), os(name))
+            .map_err(|e| sys(h, "reading the lower target's xattrs", e))?;
+        let meta = Meta {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+            atime: times.0,
+            mtime: times.1,
+            xattrs: xattrs
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with(b"trusted.overlay."))
+                .collect(),
+        };
+        match ft {
+            FileType::RegularFile => {
+                let src = openat(
+                    ldir.as_fd(),
+                    os(name),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| sys(h, "opening the lower target", e))?;
+                let dst = openat(
+                    dir.fd.as_fd(),
+                    os(name),
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| sys(h, "copying up the lower target", e))?;
+                let (mut src, mut dst) = (std::fs::File::from(src), std::fs::File::from(dst));
+                std::io::copy(&mut src, &mut dst)
+                    .map_err(|e| sys(h, "copying up the lower target", e))?;
+                fsmeta::set_fd(dst.as_fd(), &meta).map_err(|e| sys(h, "copying up metadata", e))?;
+                fsmeta::set_times_fd(dst.as_fd(), meta.atime, meta.mtime)
+                    .map_err(|e| sys(h, "copying up times", e))?;
+                Ok(())
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(ldir.as_fd(), os(name), Vec::new())
+                    .map_err(|e| sys(h, "reading the lower symlink", e))?;
+                symlinkat(target.as_c_str(), dir.fd.as_fd(), os(name))
+                    .map_err(|e| sys(h, "copying up the lower symlink", e))?;
+                self.set_at(h, dir, name, &meta, true)
+            }
+            FileType::Fifo
+            | FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Socket => {
+                mknodat(
+                    dir.fd.as_fd(),
+                    os(name),
+                    ft,
+                    Mode::from_raw_mode(0o600),
+                    st.st_rdev,
+                )
+                .map_err(|e| sys(h, "copying up the lower node", e))?;
+                self.set_at(h, dir, name, &meta, false)
+            }
+            _ => Err(fail(
+                h,
+                Rule::Hardlink,
+                "the lower target has an unknown type",
+            )),
+        }
+    }
+
+    fn node(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
+        let ft = match h.kind {
+            Kind::Char => FileType::CharacterDevice,
+            Kind::Block => FileType::BlockDevice,
+            _ => FileType::Fifo,
+        };
+        let dev = if ft == FileType::Fifo {
+            0
+        } else {
+            if h.dev_major >= 1 << 12 || h.dev_minor >= 1 << 20 {
+                return Err(fail(
+                    h,
+                    Rule::Device,
+                    format!(
+                        "device {}:{} is out of the kernel's range",
+                        h.dev_major, h.dev_minor
+                    ),
+                ));
+            }
+            if ft == FileType::CharacterDevice && h.dev_major == 0 && h.dev_minor == 0 {
+                return Err(fail(
+                    h,
+                    Rule::Device,
+                    "a 0:0 character device is an overlay whiteout, not a layer entry",
+                ));
+            }
+            rustix::fs::makedev(h.dev_major, h.dev_minor)
+        };
+        self.remove_existing(h, dir, name)?;
+        mknodat(
+            dir.fd.as_fd(),
+            os(name),
+            ft,
+            Mode::from_raw_mode(0o600),
+            dev,
+        )
+        .map_err(|e| sys(h, "creating the node", e))?;
+        self.set_at(h, dir, name, meta, false)
+    }
+
+    fn whiteout(&mut self, h: &Header, parent: &[&[u8]], target: &[u8]) -> Result<(), Error> {
+        if h.size != 0 {
+            return Err(fail(h, Rule::Whiteout, "a whiteout must not carry data"));
+        }
+        if target == b".wh..opq" {
+            return self.opaque(h, parent);
+        }
+        if target.starts_with(b".wh.") {
+            debug!(entry = %String::from_utf8_lossy(&h.name), "skipping AUFS metadata");
+            return Ok(());
+        }
+        if matches!(target, b"" | b"." | b"..") {
+            return Err(fail(
+                h,
+                Rule::Whiteout,
+                "whiteout of an empty, '.' or '..' name",
+            ));
+        }
+        let dir = self
+            .tree
+            .dir(parent, true, &h.name)?
+            .ok_or_else(|| fail(h, Rule::Io, "parent directory vanished"))?;
+        let removed = self.remove_existing(h, &dir, target)?;
+        if removed {
+            self.tree.invalidate();
+        }
+        if self.tree.is_overlay() && !matches!(self.lower(h, &dir, target)?, Lower::Absent) {
+            mknodat(
+                dir.fd.as_fd(),
+                os(target),
+                FileType::CharacterDevice,
+                Mode::empty(),
+                0,
+            )
+            .map_err(|e| sys(h, "creating the whiteout device", e))?;
+            self.tree.invalidate();
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, h: &Header, parent: &[&[u8]]) -> Result<(), Error> {
+        let dir = self
+            .tree
+            .dir(parent, true, &h.name)?
+            .ok_or_else(|| fail(h, Rule::Io, "parent directory vanished"))?;
+        let fd = openat(
+            dir.fd.as_fd(),
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| sys(h, "opening the opaque directory", e))?;
+        let mut doomed = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd)
+            .map_err(|e| sys(h, "listing the opaque directory", e))?
+        {
+            let entry = entry.map_err(|e| sys(h, "listing the opaque directory", e))?;
+            let n = entry.file_name().to_bytes();
+            if n == b"." || n == b".." || self.unpacked.contains(&(dir.key, n.to_vec())) {
+                continue;
+            }
+            doomed.push(n.to_vec());
+        }
+        for n in doomed {
+            fsutil::remove_tree_at(fd.as_fd(), os(&n))
+                .map_err(|e| sys(h, "emptying the opaque directory", e))?;
+        }
+        if self.tree.is_overlay() {
+            fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(|e| sys(h, "marking the directory opaque", e))?;
+        }
+        self.tree.invalidate();
+        Ok(())
+    }
+
+    /// Applies directory times, deepest last so nothing disturbs them afterwards.
+    fn finish(&mut self) -> Result<(), Error> {
+        let dirs = std::mem::take(&mut self.dir_times);
+        for (path, meta) in dirs.iter().rev() {
+            let comps: Vec<&[u8]> = if path.is_empty() {
+                Vec::new()
+            } else {
+                path.split(|b| *b == b'/').collect()
+            };
+            let Some((&last, parent)) = comps.split_last() else {
+                let root = self.tree.root().fd.clone();
+                fsmeta::set_times_fd(root.as_fd(), meta.atime, meta.mtime)
+                    .map_err(|e| Error::io("setting times of the layer root", e))?;
+                continue;
+            };
+            let Some(dir) = self.tree.dir(parent, false, path)? else {
+                continue;
+            };
+            match statat(dir.fd.as_fd(), os(last), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    fsmeta::set_times_at(dir.fd.as_fd(), os(last), meta.atime, meta.mtime)
+                        .map_err(|e| {
+                            Error::entry(path, Rule::Io, format!("setting directory times: {e}"))
+                        })?;
+                }
+                _ => {} // replaced by a later entry
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,517 @@
+//! Resolving the parent directory of an entry, confined to the layer.
+//!
+//! * [`Tree::Naive`]: one directory tree (vfs layers, staging copies). Parents are resolved by
+//!   the kernel with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)`, so a
+//!   symlink — absolute or relative, however many hops — is followed as if the layer root were
+//!   `/`, and never leaves it. Missing directories are created with mode 0755 — also behind a
+//!   dangling symlink, at its in-root target, as Docker and containerd do.
+//! * [`Tree::Overlay`]: an overlay `diff/` directory over read-only lower layers. Parents are
+//!   resolved in the *merged* view, one component at a time with `O_NOFOLLOW` opens: the diff
+//!   is consulted first, then the lowers (top first), honouring whiteout devices and opaque
+//!   directories; a symlink found on the way is followed by strata itself, in-root (an
+//!   absolute target restarts at the layer root, `..` stops at it). Directories that exist only
+//!   in lowers are copied up into the diff with their metadata, as the kernel would. Entries
+//!   therefore land where they would land on a mounted overlay — or on vfs.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::rc::Rc;
+
+use rustix::fs::{
+    fgetxattr, fstat, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType, Mode,
+    OFlags, ResolveFlags, Stat,
+};
+use rustix::io::Errno;
+
+use super::super::fsmeta::{self, Meta, Time};
+use super::super::{name, Error, Rule};
+
+/// Most symlinks followed while resolving one path (the kernel's limit).
+const MAX_HOPS: usize = 40;
+
+/// The overlay xattr that marks a directory opaque.
+pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// A directory of the writable tree, with the lower directories merged under it.
+#[derive(Clone)]
+pub struct Dir {
+    /// The directory in the writable tree (opened `O_RDONLY | O_DIRECTORY`).
+    pub fd: Rc<OwnedFd>,
+    /// The same directory in lower layers, topmost first, as far as they merge (empty for
+    /// naive trees and opaque directories).
+    pub lowers: Rc<Vec<Rc<OwnedFd>>>,
+    /// (dev, ino) of `fd`: identifies the directory for the "unpacked by this layer" set.
+    pub key: (u64, u64),
+}
+
+/// What the lower layers show at a name inside a directory.
+pub enum Lower {
+    /// Nothing (or a whiteout).
+    Absent,
+    /// A directory.
+    Dir,
+    /// A non-directory: the lower directory that holds it and its stat.
+    Other(Rc<OwnedFd>, Box<Stat>),
+}
+
+/// Whether `st` is an overlay whiteout (character device 0:0).
+pub fn is_whiteout(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+fn open_dir_nofollow(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn key_of(fd: BorrowedFd<'_>) -> rustix::io::Result<(u64, u64)> {
+    let st = fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Whether an open directory carries `trusted.overlay.opaque=y`.
+pub fn is_opaque(fd: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 4];
+    matches!(fgetxattr(fd, OPAQUE_XATTR, &mut buf), Ok(1) if buf[0] == b'y')
+}
+
+fn io_err(entry: &[u8], what: &str, e: Errno) -> Error {
+    let rule = match e {
+        Errno::NOTDIR => Rule::NotDirectory,
+        Errno::LOOP | Errno::XDEV => Rule::Escape,
+        _ => Rule::Io,
+    };
+    Error::entry(entry, rule, format!("{what}: {}", std::io::Error::from(e)))
+}
+
+/// Creates directory `name` in `parent` with `meta` (mode 0755 root:root when `None`).
+fn make_dir(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    meta: Option<&Meta>,
+    entry: &[u8],
+) -> Result<OwnedFd, Error> {
+    mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(|e| {
+        if e == Errno::EXIST {
+            Error::entry(
+                entry,
+                Rule::NotDirectory,
+                format!("{} exists and is not a directory", name.to_string_lossy()),
+            )
+        } else {
+            io_err(
+                entry,
+                &format!("creating directory {}", name.to_string_lossy()),
+                e,
+            )
+        }
+    })?;
+    let fd =
+        open_dir_nofollow(parent, name).map_err(|e| io_err(entry, "opening a new directory", e))?;
+    let default = Meta {
+        mode: 0o755,
+        ..Meta::default()
+    };
+    let m = meta.unwrap_or(&default);
+    fsmeta::set_fd(fd.as_fd(), m).map_err(|e| {
+        Error::entry(
+            entry,
+            Rule::Io,
+            format!("setting metadata of a new directory: {e}"),
+        )
+    })?;
+    if meta.is_some() {
+        fsmeta::set_times_fd(fd.as_fd(), m.atime, m.mtime).map_err(|e| {
+            Error::entry(
+                entry,
+                Rule::Io,
+                format!("setting times of a new directory: {e}"),
+            )
+        })?;
+    }
+    Ok(fd)
+}
+
+/// Reads the metadata of a lower directory to copy it up (overlay's own xattrs excluded).
+fn lower_meta(fd: BorrowedFd<'_>) -> std::io::Result<Meta> {
+    let st = fstat(fd)?;
+    let xattrs = fsmeta::read_fd(fd)?
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(b"trusted.overlay.") && !k.starts_with(b"user.overlay."))
+        .collect();
+    Ok(Meta {
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mode: st.st_mode & 0o7777,
+        atime: Time {
+            sec: st.st_atime,
+            nsec: st.st_atime_nsec as u32,
+        },
+        mtime: Time {
+            sec: st.st_mtime,
+            nsec: st.st_mtime_nsec as u32,
+        },
+        xattrs,
+    })
+}
+
+/// Looks `name` up in a merge list of lower directories (topmost first).
+pub fn lower_lookup(
+    lowers: &[Rc<OwnedFd>],
+    name: &OsStr,
+) -> Result<(Lower, Vec<Rc<OwnedFd>>), Errno> {
+    let mut merged = Vec::new();
+    for l in lowers {
+        let st = match statat(l.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        if is_whiteout(&st) {
+            break;
+        }
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            if merged.is_empty() {
+                return Ok((Lower::Other(l.clone(), Box::new(st)), merged));
+            }
+            break;
+        }
+        let fd = open_dir_nofollow(l.as_fd(), name)?;
+        let opaque = is_opaque(fd.as_fd());
+        merged.push(Rc::new(fd));
+        if opaque {
+            break;
+        }
+    }
+    if merged.is_empty() {
+        Ok((Lower::Absent, merged))
+    } else {
+        Ok((Lower::Dir, merged))
+    }
+}
+
+/// The tree an apply writes into.
+pub enum Tree {
+    /// A plain directory tree.
+    Naive {
+        /// Its root.
+        root: Dir,
+        /// Resolved directories by cleaned path.
+        cache: HashMap<Vec<u8>, Dir>,
+    },
+    /// An overlay diff directory over lower layers.
+    Overlay {
+        /// The diff root, with the lower roots as its merge list.
+        root: Dir,
+        /// Resolved directories by cleaned path.
+        cache: HashMap<Vec<u8>, Dir>,
+    },
+}
+
+impl Tree {
+    /// A naive tree rooted at `root`.
+    pub fn naive(root: OwnedFd) -> Result<Tree, Error> {
+        let key = key_of(root.as_fd()).map_err(|e| Error::io("inspecting the layer root", e))?;
+        Ok(Tree::Naive {
+            root: Dir {
+                fd: Rc::new(root),
+                lowers: Rc::new(Vec::new()),
+                key,
+            },
+            cache: HashMap::new(),
+        })
+    }
+
+    /// An overlay tree: `diff` over `lowers` (topmost first).
+    pub fn overlay(diff: OwnedFd, lowers: Vec<OwnedFd>) -> Result<Tree, Error> {
+        let key = key_of(diff.as_fd()).map_err(|e| Error::io("inspecting the layer root", e))?;
+        Ok(Tree::Overlay {
+            root: Dir {
+                fd: Rc::new(diff),
+                lowers: Rc::new(lowers.into_iter().map(Rc::new).collect()),
+                key,
+            },
+            cache: HashMap::new(),
+        })
+    }
+
+    /// The root of the writable tree.
+    pub fn root(&self) -> &Dir {
+        match self {
+            Tree::Naive { root, .. } | Tree::Overlay { root, .. } => root,
+        }
+    }
+
+    /// Whether this is an overlay tree.
+    pub fn is_overlay(&self) -> bool {
+        matches!(self, Tree::Overlay { .. })
+    }
+
+    /// Forgets resolved directories; called after anything is removed or made opaque.
+    pub fn invalidate(&mut self) {
+        match self {
+            Tree::Naive { cache, .. } | Tree::Overlay { cache, .. } => cache.clear(),
+        }
+    }
+
+    /// Resolves the directory at `comps`, creating what is missing when `create`; `Ok(None)`
+    /// when it does not exist and `create` is false. `entry` names the tar entry in errors.
+    pub fn dir(
+        &mut self,
+        comps: &[&[u8]],
+        create: bool,
+        entry: &[u8],
+    ) -> Result<Option<Dir>, Error> {
+        if comps.is_empty() {
+            return Ok(Some(self.root().clone()));
+        }
+        let key = name::join(comps);
+        let cached = match self {
+            Tree::Naive { cache, .. } | Tree::Overlay { cache, .. } => cache.get(&key).cloned(),
+        };
+        if let Some(d) = cached {
+            return Ok(Some(d));
+        }
+        let found = match self {
+            Tree::Naive { root, .. } => naive_dir(root, comps, create, entry)?,
+            Tree::Overlay { root, .. } => overlay_dir(root, comps, create, entry)?,
+        };
+        if let Some(d) = &found {
+            match self {
+                Tree::Naive { cache, .. } | Tree::Overlay { cache, .. } => {
+                    if cache.len() > 4096 {
+                        cache.clear();
+                    }
+                    cache.insert(key, d.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn resolve_in_root(root: BorrowedFd<'_>, path: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        match openat2(
+            root,
+            OsStr::from_bytes(path),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
+        ) {
+            // The kernel asks for a retry when a rename raced with the lookup.
+            Err(Errno::AGAIN) if tries < 16 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
+fn naive_dir(
+    root: &Dir,
+    comps: &[&[u8]],
+    create: bool,
+    entry: &[u8],
+) -> Result<Option<Dir>, Error> {
+    let wrap = |fd: OwnedFd| -> Result<Dir, Error> {
+        let key = key_of(fd.as_fd()).map_err(|e| io_err(entry, "inspecting a directory", e))?;
+        Ok(Dir {
+            fd: Rc::new(fd),
+            lowers: root.lowers.clone(),
+            key,
+        })
+    };
+    let path = name::join(comps);
+    match resolve_in_root(root.fd.as_fd(), &path) {
+        Ok(fd) => return Ok(Some(wrap(fd)?)),
+        Err(Errno::NOENT) if create => {}
+        Err(Errno::NOENT) => return Ok(None),
+        Err(e) => {
+            return Err(io_err(
+                entry,
+                &format!("resolving {}", String::from_utf8_lossy(&path)),
+                e,
+            ))
+        }
+    }
+    // Something is missing, possibly behind a dangling symlink: walk it one component at a
+    // time (the merged-view walker with no lowers), creating directories in-root.
+    overlay_dir(root, comps, true, entry)
+}
+
+/// One step of the merged-view walk.
+struct Pos {
+    diff: Rc<OwnedFd>,
+    lowers: Vec<Rc<OwnedFd>>,
+}
+
+fn overlay_dir(
+    root: &Dir,
+    comps: &[&[u8]],
+    create: bool,
+    entry: &[u8],
+) -> Result<Option<Dir>, Error> {
+    let mut stack = vec![Pos {
+        diff: root.fd.clone(),
+        lowers: root.lowers.to_vec(),
+    }];
+    let mut queue: std::collections::VecDeque<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
+    let mut hops = 0;
+    while let Some(c) = queue.pop_front() {
+        match c.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let name = OsStr::from_bytes(&c);
+        let cur = stack
+            .last()
+            .ok_or_else(|| Error::entry(entry, Rule::Io, "empty resolution stack"))?;
+        let here = match statat(cur.diff.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(io_err(entry, "looking up a parent directory", e)),
+        };
+        let mut follow: Option<Vec<u8>> = None;
+        let next = match here {
+            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                let fd = open_dir_nofollow(cur.diff.as_fd(), name)
+                    .map_err(|e| io_err(entry, "opening a parent directory", e))?;
+                let lowers = if is_opaque(fd.as_fd()) {
+                    Vec::new()
+                } else {
+                    lower_lookup(&cur.lowers, name)
+                        .map_err(|e| io_err(entry, "looking up lower layers", e))?
+                        .1
+                };
+                Some(Pos {
+                    diff: Rc::new(fd),
+                    lowers,
+                })
+            }
+            Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                follow = Some(
+                    readlinkat(cur.diff.as_fd(), name, Vec::new())
+                        .map_err(|e| io_err(entry, "reading a symlink", e))?
+                        .into_bytes(),
+                );
+                None
+            }
+            Some(st) if is_whiteout(&st) => {
+                if !create {
+                    return Ok(None);
+                }
+                // Deleted in this layer, re-created now: hide whatever the lowers had.
+                rustix::fs::unlinkat(cur.diff.as_fd(), name, AtFlags::empty())
+                    .map_err(|e| io_err(entry, "removing a whiteout", e))?;
+                let fd = make_dir(cur.diff.as_fd(), name, None, entry)?;
+                rustix::fs::fsetxattr(
+                    fd.as_fd(),
+                    OPAQUE_XATTR,
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(|e| io_err(entry, "marking a directory opaque", e))?;
+                Some(Pos {
+                    diff: Rc::new(fd),
+                    lowers: Vec::new(),
+                })
+            }
+            Some(_) => {
+                return Err(Error::entry(
+                    entry,
+                    Rule::NotDirectory,
+                    format!("{} is not a directory", String::from_utf8_lossy(&c)),
+                ))
+            }
+            None => match lower_lookup(&cur.lowers, name)
+                .map_err(|e| io_err(entry, "looking up lower layers", e))?
+            {
+                (Lower::Dir, merged) => {
+                    let meta = lower_meta(merged[0].as_fd()).map_err(|e| {
+                        Error::entry(entry, Rule::Io, format!("reading a lower directory: {e}"))
+                    })?;
+                    let fd = make_dir(cur.diff.as_fd(), name, Some(&meta), entry)?;
+                    Some(Pos {
+                        diff: Rc::new(fd),
+                        lowers: merged,
+                    })
+                }
+                (Lower::Other(dir, st), _)
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Symlink =>
+                {
+                    follow = Some(
+                        readlinkat(dir.as_fd(), name, Vec::new())
+                            .map_err(|e| io_err(entry, "reading a symlink", e))?
+                            .into_bytes(),
+                    );
+                    None
+                }
+                (Lower::Other(..), _) => {
+                    return Err(Error::entry(
+                        entry,
+                        Rule::NotDirectory,
+                        format!("{} is not a directory", String::from_utf8_lossy(&c)),
+                    ))
+                }
+                (Lower::Absent, _) => {
+                    if !create {
+                        return Ok(None);
+                    }
+                    let fd = make_dir(cur.diff.as_fd(), name, None, entry)?;
+                    Some(Pos {
+                        diff: Rc::new(fd),
+                        lowers: Vec::new(),
+                    })
+                }
+            },
+        };
+        if let Some(p) = next {
+            stack.push(p);
+            continue;
+        }
+        if let Some(target) = follow {
+            hops += 1;
+            if hops > MAX_HOPS {
+                return Err(Error::entry(
+                    entry,
+                    Rule::Escape,
+                    "too many levels of symbolic links",
+                ));
+            }
+            if target.is_empty() {
+                return Err(Error::entry(
+                    entry,
+                    Rule::NotDirectory,
+                    "empty symlink target in a parent path",
+                ));
+            }
+            if target.starts_with(b"/") {
+                stack.truncate(1);
+            }
+            for part in target.split(|b| *b == b'/').rev() {
+                queue.push_front(part.to_vec());
+            }
+        }
+    }
+    let top = stack
+        .pop()
+        .ok_or_else(|| Error::entry(entry, Rule::Io, "empty resolution stack"))?;
+    let key = key_of(top.diff.as_fd()).map_err(|e| io_err(entry, "inspecting a directory", e))?;
+    Ok(Some(Dir {
+        fd: top.diff,
+        lowers: Rc::new(top.lowers),
+        key,
+    }))
+}

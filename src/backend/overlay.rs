@@ -1,0 +1,236 @@
+//! The `overlay` backend: kernel overlayfs plays the role of Windows' filter driver.
+//!
+//! ```text
+//! layers/<id>/diff/    the layer's own changes, in overlay format (whiteouts are 0:0 devices,
+//!                      opaque directories carry trusted.overlay.opaque=y)
+//! layers/<id>/work/    overlay's work directory (layers with a parent)
+//! layers/<id>/merged/  mount point while the layer is served through a mount
+//! ```
+//!
+//! Serving (`get`): a layer without a parent is its `diff/` directly; a layer with parents is
+//! an overlay mount with `diff/` as upper directory over the parents' `diff/`s. Once a layer
+//! has children it is served read-only: its `diff/` becomes one more lower directory (or, with
+//! no parents, a read-only bind mount). Mounts go through the new mount API, one `lowerdir+`
+//! per layer, so depth is limited by the kernel rather than by a page of mount options.
+//! Applies write straight into a staged copy of `diff/`: no mount is needed to apply a layer.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
+use crate::archive::apply::Format;
+use crate::error::{Error, IoContext, Result};
+use crate::store::{LayerRecord, MountState, Store};
+use crate::sys::mount::{self, OverlaySpec};
+
+/// The overlay backend.
+#[derive(Debug)]
+pub struct Overlay {
+    backing: String,
+    options: Vec<(String, String)>,
+}
+
+/// The kernel's maximum number of overlay lower layers (`OVL_MAX_STACK`).
+pub const MAX_DEPTH: usize = 500;
+
+fn has_param(name: &str) -> bool {
+    Path::new("/sys/module/overlay/parameters")
+        .join(name)
+        .exists()
+}
+
+/// Whether directory entries under `dir` report their type (overlayfs requires it).
+fn supports_d_type(dir: &Path) -> Result<bool> {
+    let probe = dir.join(format!(".d_type-probe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&probe);
+    std::fs::create_dir(&probe).ctx(|| format!("creating {}", probe.display()))?;
+    let result = (|| {
+        std::fs::write(probe.join("f"), b"").ctx(|| "writing a probe file".into())?;
+        let fd = crate::fsutil::open_dir(&probe).ctx(|| "opening the probe directory".into())?;
+        for e in rustix::fs::Dir::read_from(&fd).ctx(|| "listing the probe directory".into())? {
+            let e = e.ctx(|| "listing the probe directory".into())?;
+            if e.file_name().to_bytes() == b"f" {
+                return Ok(e.file_type() != rustix::fs::FileType::Unknown);
+            }
+        }
+        Ok(false)
+    })();
+    let _ = std::fs::remove_dir_all(&probe);
+    result
+}
+
+impl Overlay {
+    /// Checks that overlay can work for a store at `root` (overlayfs available, backing
+    /// filesystem not overlayfs and with `d_type`), and picks mount options.
+    pub fn open(root: &Path) -> Result<Overlay> {
+        let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !fs
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some("overlay"))
+        {
+            return Err(Error::Unsupported(
+                "the kernel has no overlayfs (modprobe overlay), use --driver vfs".into(),
+            ));
+        }
+        let (backing, _) = super::backing_fs(root)?;
+        if backing == "overlayfs" {
+            return Err(Error::Unsupported(format!(
+                "{} is on overlayfs, which cannot be an overlay upper layer; put the store on ext4/xfs/btrfs or use --driver vfs",
+                root.display()
+            )));
+        }
+        if !supports_d_type(root)? {
+            return Err(Error::Unsupported(format!(
+                "{} is on a {backing} filesystem without d_type support, which overlayfs requires; reformat (xfs: ftype=1) or use --driver vfs",
+                root.display()
+            )));
+        }
+        let mut options = Vec::new();
+        // Features that make overlay's on-disk state depend on history are turned off, so
+        // a layer's diff/ always means the same thing.
+        for (param, key) in [
+            ("index", "index"),
+            ("redirect_dir", "redirect_dir"),
+            ("metacopy", "metacopy"),
+        ] {
+            if has_param(param) {
+                options.push((key.to_string(), "off".to_string()));
+            }
+        }
+        Ok(Overlay { backing, options })
+    }
+
+    fn diff(store: &Store, id: &str) -> PathBuf {
+        store.layer_dir(id).join("diff")
+    }
+}
+
+impl Backend for Overlay {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
+        if chain.len() > MAX_DEPTH {
+            return Err(Error::Unsupported(format!(
+                "layer {} would be {} layers deep; overlayfs stacks at most {MAX_DEPTH}",
+                chain[0].id,
+                chain.len()
+            )));
+        }
+        mkdir_mode(&dir.join("diff"), 0o755)?;
+        if chain.len() > 1 {
+            mkdir_mode(&dir.join("work"), 0o700)?;
+        }
+        Ok(())
+    }
+
+    fn stage_apply(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        staging: &Path,
+    ) -> Result<ApplyTarget> {
+        let id = &chain[0].id;
+        let root = staging.join("diff");
+        mkdir_mode(&root, 0o755)?;
+        copy_dir(id, &Self::diff(store, id), &root)?;
+        if chain.len() > 1 {
+            mkdir_mode(&staging.join("work"), 0o700)?;
+        }
+        Ok(ApplyTarget {
+            root,
+            format: Format::Overlay,
+            lowers: chain[1..]
+                .iter()
+                .map(|r| Self::diff(store, &r.id))
+                .collect(),
+        })
+    }
+
+    fn mount(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        readonly: bool,
+        label: &str,
+    ) -> Result<MountState> {
+        let id = &chain[0].id;
+        let diff = Self::diff(store, id);
+        if !readonly && chain.len() == 1 {
+            return Ok(MountState {
+                path: diff,
+                mounted: false,
+                readonly: false,
+            });
+        }
+        let merged = store.layer_dir(id).join("merged");
+        mkdir_mode(&merged, 0o700)?;
+        if chain.len() == 1 {
+            mount::bind_readonly(&diff, &merged)
+                .ctx(|| format!("mounting layer {id} read-only"))?;
+        } else {
+            let parents = chain[1..].iter().map(|r| Self::diff(store, &r.id));
+            let mut spec = OverlaySpec {
+                options: self.options.clone(),
+                label: (!label.is_empty() && mount::selinux_enabled()).then(|| label.to_string()),
+                ..OverlaySpec::default()
+            };
+            if readonly {
+                spec.lowers = std::iter::once(diff).chain(parents).collect();
+            } else {
+                spec.lowers = parents.collect();
+                let work = store.layer_dir(id).join("work");
+                mkdir_mode(&work, 0o700)?;
+                spec.upper = Some((diff, work));
+            }
+            mount::mount_overlay(&merged, &spec)
+                .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))?;
+        }
+        Ok(MountState {
+            path: merged,
+            mounted: true,
+            readonly,
+        })
+    }
+
+    fn unmount(&self, _store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
+        if state.mounted {
+            mount::unmount(&state.path).ctx(|| format!("unmounting layer {}", layer.id))?;
+            let _ = std::fs::remove_dir(&state.path);
+        }
+        Ok(())
+    }
+
+    fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String> {
+        let id = &chain[0].id;
+        let dir = store.layer_dir(id);
+        let mut m = BTreeMap::new();
+        m.insert("UpperDir".into(), dir.join("diff").display().to_string());
+        if chain.len() > 1 {
+            let lowers: Vec<String> = chain[1..]
+                .iter()
+                .map(|r| Self::diff(store, &r.id).display().to_string())
+                .collect();
+            m.insert("LowerDir".into(), lowers.join(":"));
+            m.insert("WorkDir".into(), dir.join("work").display().to_string());
+            m.insert("MergedDir".into(), dir.join("merged").display().to_string());
+        }
+        m
+    }
+
+    fn status(&self, _store: &Store) -> Vec<(String, String)> {
+        let api = if mount::overlay_supports_lowerdir_plus() {
+            format!("fsopen/fsconfig lowerdir+ (max depth {MAX_DEPTH})")
+        } else {
+            "mount(2) (max depth limited by one page of options)".to_string()
+        };
+        vec![
+            ("Backing Filesystem".into(), self.backing.clone()),
+            ("Supports d_type".into(), "true".into()),
+            ("Native Overlay Diff".into(), "false (naive diff)".into()),
+            ("Using metacopy".into(), "false".into()),
+            ("Mount API".into(), api),
+        ]
+    }
+}

@@ -1,0 +1,169 @@
+//! The `vfs` backend: every layer is a complete directory tree (`layers/<id>/fs`), a copy of
+//! its parent plus its own changes. It works on any filesystem and needs no mounts, except a
+//! read-only bind mount to serve a layer that has children.
+//!
+//! Copies are lazy: a layer created on a parent gets its tree only when something needs it
+//! (the first `get`, or an apply, which copies the parent straight into its staging
+//! directory). `create` + `apply-diff` — what an image pull does — therefore copies the parent
+//! once, not twice. A layer without `fs/` is identical to its nearest ancestor that has one:
+//! ancestors are frozen once they have children.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{renameat_with, RenameFlags, CWD};
+use tracing::warn;
+
+use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
+use crate::archive::apply::Format;
+use crate::error::{Error, IoContext, Result};
+use crate::store::{LayerRecord, MountState, Store};
+use crate::sys::mount;
+
+/// The vfs backend.
+#[derive(Debug, Default)]
+pub struct Vfs;
+
+impl Vfs {
+    /// A vfs backend.
+    pub fn new() -> Self {
+        Vfs
+    }
+
+    fn fs_dir(store: &Store, id: &str) -> PathBuf {
+        store.layer_dir(id).join("fs")
+    }
+
+    /// The tree the layer would have if it were materialised now: its own, or its nearest
+    /// materialised ancestor's; `None` for an empty tree.
+    fn source(store: &Store, chain: &[LayerRecord]) -> Option<PathBuf> {
+        chain
+            .iter()
+            .map(|r| Self::fs_dir(store, &r.id))
+            .find(|p| p.is_dir())
+    }
+
+    /// Fills `dst` (an empty directory) with the layer's current tree.
+    fn fill(store: &Store, chain: &[LayerRecord], dst: &Path) -> Result<()> {
+        match Self::source(store, chain) {
+            Some(src) => copy_dir(&chain[0].id, &src, dst),
+            None => mkdir_mode(dst, 0o755),
+        }
+    }
+}
+
+impl Backend for Vfs {
+    fn name(&self) -> &'static str {
+        "vfs"
+    }
+
+    fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
+        if chain.len() == 1 {
+            mkdir_mode(&dir.join("fs"), 0o755)?;
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, store: &Store, chain: &[LayerRecord]) -> Result<()> {
+        let id = &chain[0].id;
+        let target = Self::fs_dir(store, id);
+        if target.is_dir() {
+            return Ok(());
+        }
+        let staging = store.stage(&format!("copy-{id}"))?;
+        let tree = staging.path().join("fs");
+        mkdir_mode(&tree, 0o755)?;
+        Self::fill(store, &chain[1..], &tree)?;
+        let _l = store.lock()?;
+        if target.is_dir() || !store.layer_dir(id).is_dir() {
+            return Ok(()); // materialised meanwhile, or removed: the staging copy is dropped
+        }
+        renameat_with(CWD, &tree, CWD, &target, RenameFlags::NOREPLACE)
+            .ctx(|| format!("moving the copy of layer {id} into place"))?;
+        Ok(())
+    }
+
+    fn stage_apply(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        staging: &Path,
+    ) -> Result<ApplyTarget> {
+        let root = staging.join("fs");
+        if Self::source(store, chain).is_some() {
+            mkdir_mode(&root, 0o755)?;
+        }
+        Self::fill(store, chain, &root)?;
+        Ok(ApplyTarget {
+            root,
+            format: Format::Naive,
+            lowers: Vec::new(),
+        })
+    }
+
+    fn mount(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        readonly: bool,
+        _label: &str,
+    ) -> Result<MountState> {
+        let id = &chain[0].id;
+        let fs = Self::fs_dir(store, id);
+        if !fs.is_dir() {
+            return Err(Error::Busy {
+                id: id.clone(),
+                what: "its tree is not copied yet; retry".into(),
+            });
+        }
+        if !readonly {
+            return Ok(MountState {
+                path: fs,
+                mounted: false,
+                readonly: false,
+            });
+        }
+        let merged = store.layer_dir(id).join("merged");
+        mkdir_mode(&merged, 0o700)?;
+        match mount::bind_readonly(&fs, &merged) {
+            Ok(()) => Ok(MountState {
+                path: merged,
+                mounted: true,
+                readonly: true,
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                warn!(layer = %id, "cannot bind-mount here; serving the layer writable");
+                Ok(MountState {
+                    path: fs,
+                    mounted: false,
+                    readonly: false,
+                })
+            }
+            Err(e) => Err(Error::io(format!("mounting layer {id} read-only"), e)),
+        }
+    }
+
+    fn unmount(&self, _store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
+        if state.mounted {
+            mount::unmount(&state.path).ctx(|| format!("unmounting layer {}", layer.id))?;
+            let _ = std::fs::remove_dir(&state.path);
+        }
+        Ok(())
+    }
+
+    fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "Dir".into(),
+            Self::fs_dir(store, &chain[0].id).display().to_string(),
+        );
+        m
+    }
+
+    fn status(&self, store: &Store) -> Vec<(String, String)> {
+        let fs = super::backing_fs(store.root())
+            .map(|f| f.0)
+            .unwrap_or_else(|_| "unknown".into());
+        vec![("Backing Filesystem".into(), fs)]
+    }
+}

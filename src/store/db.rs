@@ -1,0 +1,186 @@
+//! The metadata database: a redb file opened once per process in redb's multi-process mode,
+//! so the plugin server and CLI invocations can use one store at the same time. Cross-process
+//! ordering of "read, decide, change the filesystem, write" steps is the store lock's job
+//! (see [`super::Locked`]); redb only guarantees each transaction is atomic and durable.
+//!
+//! Tables:
+//! * `layers`: id → JSON [`LayerRecord`];
+//! * `children`: `"<parent>/<child>"` → `()` (ids never contain `/`, so the children of `p`
+//!   are exactly the keys in `["p/", "p0")`);
+//! * `meta`: store-wide facts (`driver`, `format`, `boot_id`).
+
+use std::path::{Path, PathBuf};
+
+use redb::{
+    ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+
+use super::record::LayerRecord;
+use crate::error::{Error, Result};
+
+const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
+const CHILDREN: TableDefinition<&str, ()> = TableDefinition::new("children");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// The open database.
+pub struct Db {
+    db: Database,
+    path: PathBuf,
+}
+
+fn child_key(parent: &str, child: &str) -> String {
+    format!("{parent}/{child}")
+}
+
+impl Db {
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        Error::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Db> {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| Error::Db {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let me = Db {
+            db,
+            path: path.to_path_buf(),
+        };
+        me.write(|w| {
+            w.txn.open_table(LAYERS).map_err(|e| w.db.err(e))?;
+            w.txn.open_table(CHILDREN).map_err(|e| w.db.err(e))?;
+            w.txn.open_table(META).map_err(|e| w.db.err(e))?;
+            Ok(())
+        })?;
+        Ok(me)
+    }
+
+    /// The layer record of `id`, if any.
+    pub fn get(&self, id: &str) -> Result<Option<LayerRecord>> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
+        let v = t.get(id).map_err(|e| self.err(e))?;
+        match v {
+            Some(bytes) => Ok(Some(self.decode(id, bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn decode(&self, id: &str, bytes: &[u8]) -> Result<LayerRecord> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| self.err(format!("record of layer {id:?} is unreadable: {e}")))
+    }
+
+    /// Ids of the children of `id`, sorted.
+    pub fn children(&self, id: &str) -> Result<Vec<String>> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(CHILDREN).map_err(|e| self.err(e))?;
+        let (lo, hi) = (format!("{id}/"), format!("{id}0"));
+        let mut out = Vec::new();
+        for item in t.range(lo.as_str()..hi.as_str()).map_err(|e| self.err(e))? {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            out.push(k.value()[lo.len()..].to_string());
+        }
+        Ok(out)
+    }
+
+    /// Every layer record, sorted by id.
+    pub fn list(&self) -> Result<Vec<LayerRecord>> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push(self.decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A store-wide fact.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(META).map_err(|e| self.err(e))?;
+        let v = t
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_string());
+        Ok(v)
+    }
+
+    /// Runs `f` in one write transaction, committed if `f` succeeds and aborted otherwise.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<R>) -> Result<R> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut w = Writer {
+            txn: &txn,
+            db: self,
+        };
+        match f(&mut w) {
+            Ok(r) => {
+                txn.commit().map_err(|e| self.err(e))?;
+                Ok(r)
+            }
+            Err(e) => {
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Changes made inside one write transaction.
+pub struct Writer<'a> {
+    txn: &'a WriteTransaction,
+    db: &'a Db,
+}
+
+impl Writer<'_> {
+    /// Reads a record inside the transaction.
+    pub fn get(&self, id: &str) -> Result<Option<LayerRecord>> {
+        let t = self.txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+        let v = t.get(id).map_err(|e| self.db.err(e))?;
+        match v {
+            Some(bytes) => Ok(Some(self.db.decode(id, bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Inserts or replaces a record; a new record is also indexed under its parent.
+    pub fn put(&mut self, rec: &LayerRecord) -> Result<()> {
+        let bytes = serde_json::to_vec(rec).map_err(|e| self.db.err(e))?;
+        let mut t = self.txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+        t.insert(rec.id.as_str(), bytes.as_slice())
+            .map_err(|e| self.db.err(e))?;
+        if let Some(p) = &rec.parent {
+            let mut c = self.txn.open_table(CHILDREN).map_err(|e| self.db.err(e))?;
+            c.insert(child_key(p, &rec.id).as_str(), ())
+                .map_err(|e| self.db.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a record and its entry in its parent's children.
+    pub fn delete(&mut self, rec: &LayerRecord) -> Result<()> {
+        let mut t = self.txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
+        t.remove(rec.id.as_str()).map_err(|e| self.db.err(e))?;
+        if let Some(p) = &rec.parent {
+            let mut c = self.txn.open_table(CHILDREN).map_err(|e| self.db.err(e))?;
+            c.remove(child_key(p, &rec.id).as_str())
+                .map_err(|e| self.db.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Sets a store-wide fact.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        let mut t = self.txn.open_table(META).map_err(|e| self.db.err(e))?;
+        t.insert(key, value).map_err(|e| self.db.err(e))?;
+        Ok(())
+    }
+}
