@@ -19,6 +19,7 @@ pub mod export;
 pub mod fsmeta;
 pub mod name;
 pub mod tarstream;
+mod walk;
 
 pub use error::{Error, Rule};
 
