@@ -20,6 +20,7 @@ pub mod fsmeta;
 pub mod name;
 pub mod pipe;
 pub mod tarstream;
+mod walk;
 
 pub use error::{Error, Rule};
 
