@@ -69,7 +69,12 @@ pub trait Driver: Send + Sync {
     fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>>;
     /// Applies a layer tar (plain, gzip or zstd) to `id`, atomically; returns the applied size
     /// (the sum of the regular files' sizes in the tar).
-    fn apply_diff(&self, id: &str, parent: Option<&str>, diff: &mut dyn Read) -> Result<u64>;
+    fn apply_diff(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        diff: &mut (dyn Read + Send),
+    ) -> Result<u64>;
     /// Bytes of added or modified non-directories of `id` relative to `parent` (hard links
     /// counted once).
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64>;

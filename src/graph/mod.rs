@@ -1,3 +1,508 @@
-//! The driver implementation (in progress).
-/// The driver (in progress).
-pub struct Graph;
+//! [`Graph`]: the graph-driver interface implemented over a [`Store`] and a [`Backend`].
+//!
+//! Each operation validates its input, does the slow filesystem work (copies, applies) in a
+//! staging directory without the store lock, and then takes the lock for one short step that
+//! re-checks the preconditions, moves the result into place and commits the record. See the
+//! store's crash story for what happens when a process dies in between.
+
+mod diff;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
+
+use crate::archive::apply::{self, ApplyOptions};
+use crate::archive::tarstream::Limits;
+use crate::backend::{self, Backend};
+use crate::driver::{Capabilities, Change, CreateOpts, DiffStream, Driver};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::options::{DriverOptions, StorageOptions};
+use crate::store::{self, id, LayerKind, LayerRecord, Store};
+
+/// How to open a [`Graph`].
+#[derive(Debug, Clone)]
+pub struct GraphConfig {
+    /// Store root (created mode 0700 if missing).
+    pub root: PathBuf,
+    /// Backend to use; `None` means the store's recorded one, or the best available for a new
+    /// store.
+    pub driver: Option<String>,
+    /// Driver options as `KEY=VALUE` strings.
+    pub options: Vec<String>,
+    /// `syncfs` the layer's filesystem before committing an apply (default true).
+    pub durable: bool,
+    /// Limits for applied layers.
+    pub limits: Limits,
+}
+
+impl GraphConfig {
+    /// Defaults for a store at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        GraphConfig {
+            root: root.into(),
+            driver: None,
+            options: Vec::new(),
+            durable: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One layer, as listed by [`Graph::list`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LayerInfo {
+    /// Layer id.
+    pub id: String,
+    /// Parent id.
+    pub parent: Option<String>,
+    /// `ro` or `rw`.
+    pub kind: &'static str,
+    /// Size recorded by the last apply.
+    pub size: Option<u64>,
+    /// Outstanding `get` references.
+    pub refs: u32,
+    /// Creation time (seconds since the epoch).
+    pub created: u64,
+}
+
+struct Inner {
+    store: Store,
+    backend: Box<dyn Backend>,
+    options: DriverOptions,
+    durable: bool,
+    limits: Limits,
+}
+
+/// The strata driver. Cheap to clone; clones share one store.
+#[derive(Clone)]
+pub struct Graph {
+    inner: Arc<Inner>,
+}
+
+impl Graph {
+    /// Opens the store described by `config` and its backend.
+    pub fn open(config: GraphConfig) -> Result<Graph> {
+        if let Some(d) = &config.driver {
+            if d != "overlay" && d != "vfs" {
+                return Err(Error::Unsupported(format!(
+                    "unknown driver {d:?} (known: overlay, vfs)"
+                )));
+            }
+        }
+        let options = DriverOptions::parse(&config.options)?;
+        let store = Store::open(&config.root, config.driver.as_deref(), || {
+            backend::default_for(&config.root)
+        })?;
+        let backend = backend::open(store.driver(), store.root())?;
+        if options.size.is_some() && !backend.supports_size() {
+            return Err(Error::Unsupported(format!(
+                "the {} backend cannot enforce size= on this filesystem yet (size limits need XFS project quotas or the block backend)",
+                backend.name()
+            )));
+        }
+        debug!(root = %store.root().display(), driver = backend.name(), "opened store");
+        Ok(Graph {
+            inner: Arc::new(Inner {
+                store,
+                backend,
+                options,
+                durable: config.durable,
+                limits: config.limits,
+            }),
+        })
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        self.inner.backend.as_ref()
+    }
+
+    /// Every layer, sorted by id.
+    pub fn list(&self) -> Result<Vec<LayerInfo>> {
+        Ok(self
+            .store()
+            .db()
+            .list()?
+            .into_iter()
+            .map(|r| LayerInfo {
+                kind: r.kind.as_str(),
+                id: r.id,
+                parent: r.parent,
+                size: r.size,
+                refs: r.refs,
+                created: r.created,
+            })
+            .collect())
+    }
+
+    fn create_layer(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        opts: &CreateOpts,
+        kind: LayerKind,
+    ) -> Result<()> {
+        id::validate(id)?;
+        if let Some(p) = parent {
+            id::validate(p)?;
+        }
+        let sopts = StorageOptions::parse(&opts.storage_opt)?;
+        if sopts.size.is_some() {
+            if kind == LayerKind::Ro {
+                return Err(Error::InvalidOption {
+                    key: "size".into(),
+                    reason: "size applies to read-write layers only".into(),
+                });
+            }
+            if !self.backend().supports_size() {
+                return Err(Error::Unsupported(format!(
+                    "cannot create layer {id:?} with size={}: the {} backend cannot enforce size limits on this filesystem yet (size needs XFS project quotas or the block backend)",
+                    opts.storage_opt.iter().find(|(k, _)| k.eq_ignore_ascii_case("size")).map(|(_, v)| v.as_str()).unwrap_or(""),
+                    self.backend().name()
+                )));
+            }
+        }
+        let store = self.store();
+        if store.db().get(id)?.is_some() {
+            return Err(Error::AlreadyExists(id.to_string()));
+        }
+        let mut chain = match parent {
+            Some(p) => store.chain(p).map_err(|e| match e {
+                Error::NotFound(_) => Error::ParentNotFound {
+                    id: id.to_string(),
+                    parent: p.to_string(),
+                },
+                other => other,
+            })?,
+            None => Vec::new(),
+        };
+        // The parent must not change (apply) or vanish (remove) while this layer is built.
+        let _parent_guard = match parent {
+            Some(p) => Some(store.busy_guard(p, false, "creating a child")?),
+            None => None,
+        };
+        let mut rec = LayerRecord::new(id, parent, kind, self.backend().name());
+        rec.storage_opt = opts.storage_opt.clone();
+        chain.insert(0, rec.clone());
+        let staging = store.stage(&format!("create-{id}"))?;
+        self.backend().create(store, staging.path(), &chain)?;
+        let l = store.lock()?;
+        l.commit_new(staging, &rec)?;
+        info!(
+            layer = id,
+            parent = parent.unwrap_or(""),
+            kind = kind.as_str(),
+            "created layer"
+        );
+        Ok(())
+    }
+
+    /// Applies a layer tar with explicit options; [`Driver::apply_diff`] uses the graph's.
+    pub fn apply_diff_with(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        input: &mut (dyn Read + Send),
+        limits: Limits,
+    ) -> Result<u64> {
+        id::validate(id)?;
+        let store = self.store();
+        let rec = store.record(id)?;
+        if let Some(p) = parent {
+            if rec.parent.as_deref() != Some(p) {
+                return Err(Error::Invalid {
+                    id: id.to_string(),
+                    reason: format!(
+                        "its parent is {:?}, not {p:?}",
+                        rec.parent.as_deref().unwrap_or("")
+                    ),
+                });
+            }
+        }
+        let check = |rec: &LayerRecord| -> Result<()> {
+            let children = store.db().children(id)?;
+            if let Some(c) = children.first() {
+                return Err(Error::HasChildren {
+                    id: id.to_string(),
+                    count: children.len(),
+                    example: c.clone(),
+                });
+            }
+            if rec.refs > 0 {
+                return Err(Error::Mounted {
+                    id: id.to_string(),
+                    refs: rec.refs,
+                });
+            }
+            Ok(())
+        };
+        check(&rec)?;
+        let _guard = store.busy_guard(id, true, "apply")?;
+        let chain = store.chain(id)?;
+        let staging = store.stage(&format!("apply-{id}"))?;
+        let target = self.backend().stage_apply(store, &chain, staging.path())?;
+        let root =
+            fsutil::open_dir(&target.root).ctx(|| format!("opening {}", target.root.display()))?;
+        let opts = ApplyOptions {
+            format: target.format,
+            lowers: target.lowers.clone(),
+            limits,
+        };
+        let stats = apply::apply(root.as_fd(), input, &opts).map_err(|source| Error::Apply {
+            layer: id.to_string(),
+            source,
+        })?;
+        store::write_applied_marker(staging.path(), rec.generation + 1)?;
+        if self.inner.durable {
+            rustix::fs::syncfs(&root).ctx(|| format!("syncing the filesystem of layer {id}"))?;
+        }
+        let l = store.lock()?;
+        let now = store.record(id)?;
+        check(&now)?;
+        if now.generation != rec.generation {
+            return Err(Error::Busy {
+                id: id.to_string(),
+                what: "another apply committed first".into(),
+            });
+        }
+        l.commit_apply(&staging, &now, stats.size)?;
+        drop(l);
+        info!(
+            layer = id,
+            size = stats.size,
+            entries = stats.entries,
+            bytes = stats.bytes,
+            "applied layer"
+        );
+        Ok(stats.size)
+    }
+
+    /// Resolves the layer a diff-like call compares against: the given one, or the layer's own
+    /// parent.
+    fn base_of(&self, id: &str, parent: Option<&str>) -> Result<Option<String>> {
+        id::validate(id)?;
+        let rec = self.store().record(id)?;
+        match parent {
+            Some(p) => {
+                id::validate(p)?;
+                self.store().record(p)?;
+                Ok(Some(p.to_string()))
+            }
+            None => Ok(rec.parent),
+        }
+    }
+}
+
+/// A `get` reference released on drop.
+pub(crate) struct Mounted {
+    graph: Graph,
+    id: String,
+    path: PathBuf,
+}
+
+impl Mounted {
+    pub(crate) fn new(graph: &Graph, id: &str) -> Result<Mounted> {
+        let path = graph.get(id, "")?;
+        Ok(Mounted {
+            graph: graph.clone(),
+            id: id.to_string(),
+            path,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = self.graph.put(&self.id) {
+            warn!(layer = %self.id, error = %e, "releasing a diff mount failed");
+        }
+    }
+}
+
+impl Driver for Graph {
+    fn name(&self) -> &str {
+        self.backend().name()
+    }
+
+    fn create(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts, LayerKind::Ro)
+    }
+
+    fn create_rw(&self, id: &str, parent: Option<&str>, opts: &CreateOpts) -> Result<()> {
+        self.create_layer(id, parent, opts, LayerKind::Rw)
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        id::validate(id)?;
+        let store = self.store();
+        let removing = {
+            let l = store.lock()?;
+            let rec = store.record(id)?;
+            let children = store.db().children(id)?;
+            if let Some(c) = children.first() {
+                return Err(Error::HasChildren {
+                    id: id.to_string(),
+                    count: children.len(),
+                    example: c.clone(),
+                });
+            }
+            if rec.refs > 0 {
+                return Err(Error::Mounted {
+                    id: id.to_string(),
+                    refs: rec.refs,
+                });
+            }
+            let guard = store.busy_guard(id, true, "remove")?;
+            let removing = l.begin_remove(&rec)?;
+            drop(guard);
+            removing
+        };
+        if let Err(e) = fsutil::remove_tree(&removing) {
+            warn!(layer = id, error = %e, "could not delete the removed layer's files; cleanup will");
+        }
+        info!(layer = id, "removed layer");
+        Ok(())
+    }
+
+    fn get(&self, id: &str, mount_label: &str) -> Result<PathBuf> {
+        id::validate(id)?;
+        let store = self.store();
+        for attempt in 0..3 {
+            let chain = store.chain(id)?;
+            if chain[0].refs == 0 {
+                self.backend().prepare(store, &chain)?;
+            }
+            let l = store.lock()?;
+            let mut rec = store.record(id)?;
+            if rec.refs > 0 {
+                if let Some(m) = &rec.mount {
+                    let path = m.path.clone();
+                    rec.refs += 1;
+                    l.db().write(|w| w.put(&rec))?;
+                    return Ok(path);
+                }
+            }
+            // An apply in progress holds the layer exclusively.
+            drop(store.busy_guard(id, false, "get")?);
+            let readonly = !store.db().children(id)?.is_empty();
+            let chain = store.chain(id)?;
+            let state = match self.backend().mount(store, &chain, readonly, mount_label) {
+                Ok(s) => s,
+                Err(Error::Busy { .. }) if attempt < 2 => continue, // not materialised yet
+                Err(e) => return Err(e),
+            };
+            rec.refs = 1;
+            rec.mount = Some(state.clone());
+            if let Err(e) = l.db().write(|w| w.put(&rec)) {
+                let _ = self.backend().unmount(store, &rec, &state);
+                return Err(e);
+            }
+            debug!(layer = id, path = %state.path.display(), readonly, "mounted layer");
+            return Ok(state.path);
+        }
+        Err(Error::Busy {
+            id: id.to_string(),
+            what: "could not be prepared for mounting".into(),
+        })
+    }
+
+    fn put(&self, id: &str) -> Result<()> {
+        id::validate(id)?;
+        let store = self.store();
+        let l = store.lock()?;
+        let mut rec = store.record(id)?;
+        if rec.refs == 0 {
+            return Err(Error::NotMounted(id.to_string()));
+        }
+        rec.refs -= 1;
+        if rec.refs == 0 {
+            if let Some(state) = rec.mount.take() {
+                self.backend().unmount(store, &rec, &state)?;
+            }
+        }
+        l.db().write(|w| w.put(&rec))?;
+        Ok(())
+    }
+
+    fn exists(&self, id: &str) -> Result<bool> {
+        if id::validate(id).is_err() {
+            return Ok(false);
+        }
+        Ok(self.store().db().get(id)?.is_some())
+    }
+
+    fn status(&self) -> Result<Vec<(String, String)>> {
+        let layers = self.store().db().list()?;
+        let mut out = vec![
+            ("Driver".to_string(), self.backend().name().to_string()),
+            (
+                "Root Dir".to_string(),
+                self.store().root().display().to_string(),
+            ),
+        ];
+        out.extend(self.backend().status(self.store()));
+        out.push(("Layers".into(), layers.len().to_string()));
+        out.push((
+            "Mounted Layers".into(),
+            layers.iter().filter(|r| r.refs > 0).count().to_string(),
+        ));
+        if let Some(size) = self.inner.options.size {
+            out.push(("Default Size".into(), size.to_string()));
+        }
+        Ok(out)
+    }
+
+    fn metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
+        id::validate(id)?;
+        let chain = self.store().chain(id)?;
+        Ok(self.backend().metadata(self.store(), &chain))
+    }
+
+    fn cleanup(&self) -> Result<()> {
+        let l = self.store().lock()?;
+        let report = l.release_all()?;
+        info!(?report, "cleanup");
+        Ok(())
+    }
+
+    fn diff(&self, id: &str, parent: Option<&str>) -> Result<DiffStream> {
+        let base = self.base_of(id, parent)?;
+        diff::export(self, id, base.as_deref())
+    }
+
+    fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
+        let base = self.base_of(id, parent)?;
+        diff::changes(self, id, base.as_deref()).map(|(c, _, _)| c)
+    }
+
+    fn apply_diff(
+        &self,
+        id: &str,
+        parent: Option<&str>,
+        diff: &mut (dyn Read + Send),
+    ) -> Result<u64> {
+        self.apply_diff_with(id, parent, diff, self.inner.limits)
+    }
+
+    fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {
+        let base = self.base_of(id, parent)?;
+        diff::size(self, id, base.as_deref())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+}

@@ -1,0 +1,240 @@
+//! Argument parsing and dispatch for the `strata` binary. Library errors are reported as one
+//! line on stderr starting with `strata: `, exit status 1; usage errors exit with status 2.
+
+mod output;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use strata::graph::{Graph, GraphConfig};
+use strata::{CreateOpts, Driver};
+
+/// A container layer store for Linux.
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about, long_about = None)]
+struct Cli {
+    /// Store root directory.
+    #[arg(
+        long,
+        env = "STRATA_ROOT",
+        default_value = "/var/lib/strata",
+        global = true
+    )]
+    root: PathBuf,
+    /// Storage backend; a store remembers the one it was created with.
+    /// [default: overlay where supported, else vfs]
+    #[arg(long, env = "STRATA_DRIVER", value_parser = ["overlay", "vfs"], global = true)]
+    driver: Option<String>,
+    /// Driver option, e.g. size=10G (repeatable).
+    #[arg(short = 'o', value_name = "KEY=VALUE")]
+    opt: Vec<String>,
+    /// Print status, metadata, ls and changes as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a layer (read-only image layer unless --rw).
+    Create {
+        /// New layer id.
+        id: String,
+        /// Parent layer.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Make a read-write (container) layer.
+        #[arg(long)]
+        rw: bool,
+        /// Storage option for this layer, e.g. size=10G (repeatable).
+        #[arg(short = 's', long = "storage-opt", value_name = "KEY=VALUE")]
+        storage_opt: Vec<String>,
+    },
+    /// Remove a layer (refused while it has children or is mounted).
+    Remove {
+        /// Layer id.
+        id: String,
+    },
+    /// Mount a layer and print its path; valid until the matching put.
+    Get {
+        /// Layer id.
+        id: String,
+        /// SELinux mount label.
+        #[arg(long)]
+        mount_label: Option<String>,
+    },
+    /// Release one get reference; the last one unmounts.
+    Put {
+        /// Layer id.
+        id: String,
+    },
+    /// Print true or false.
+    Exists {
+        /// Layer id.
+        id: String,
+    },
+    /// Print "Key: Value" lines describing the driver.
+    Status,
+    /// Print a layer's backend metadata as a JSON object.
+    Metadata {
+        /// Layer id.
+        id: String,
+    },
+    /// Release every mount and sweep leftovers of interrupted operations.
+    Cleanup,
+    /// Apply a layer tar (plain, gzip or zstd) from FILE or stdin; print the applied size.
+    ApplyDiff {
+        /// Layer id.
+        id: String,
+        /// Expected parent of the layer.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Tar file (default: stdin).
+        file: Option<PathBuf>,
+    },
+    /// Write a tar of the layer's changes to stdout or FILE.
+    Diff {
+        /// Layer id.
+        id: String,
+        /// Compare against this layer instead of the layer's parent.
+        #[arg(long)]
+        parent: Option<String>,
+        /// Output file.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print the layer's changes ("A|C|D /path"), sorted.
+    Changes {
+        /// Layer id.
+        id: String,
+        /// Compare against this layer instead of the layer's parent.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Print the bytes of added and modified files.
+    DiffSize {
+        /// Layer id.
+        id: String,
+        /// Compare against this layer instead of the layer's parent.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// List layers: id, parent, kind, size, mounted.
+    Ls,
+}
+
+/// Treats an empty `--parent ""` like an absent one, as the plugin protocol does.
+fn parent(p: &Option<String>) -> Option<&str> {
+    p.as_deref().filter(|s| !s.is_empty())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the CLI; returns the exit status.
+pub fn main() -> i32 {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            let mut msg = format!("{e}");
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("strata: {msg}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut config = GraphConfig::new(&cli.root);
+    config.driver = cli.driver.clone();
+    config.options = cli.opt.clone();
+    let graph = Graph::open(config)?;
+    let out = &mut io::stdout().lock();
+    match &cli.command {
+        Command::Create {
+            id,
+            parent: p,
+            rw,
+            storage_opt,
+        } => {
+            let mut opts = CreateOpts::default();
+            for kv in storage_opt {
+                let (k, v) = strata::options::split_kv(kv)?;
+                opts.storage_opt.insert(k, v);
+            }
+            if *rw {
+                graph.create_rw(id, parent(p), &opts)?
+            } else {
+                graph.create(id, parent(p), &opts)?
+            }
+        }
+        Command::Remove { id } => graph.remove(id)?,
+        Command::Get { id, mount_label } => {
+            let path = graph.get(id, mount_label.as_deref().unwrap_or(""))?;
+            output::path_line(out, &path)?;
+        }
+        Command::Put { id } => graph.put(id)?,
+        Command::Exists { id } => writeln!(out, "{}", graph.exists(id)?)?,
+        Command::Status => output::status(out, &graph.status()?, cli.json)?,
+        Command::Metadata { id } => output::metadata(out, &graph.metadata(id)?)?,
+        Command::Cleanup => graph.cleanup()?,
+        Command::ApplyDiff {
+            id,
+            parent: p,
+            file,
+        } => {
+            let size = match file {
+                Some(f) => {
+                    let mut fh = std::fs::File::open(f)
+                        .with_context(|| format!("opening {}", f.display()))?;
+                    graph.apply_diff(id, parent(p), &mut fh)?
+                }
+                None => graph.apply_diff(id, parent(p), &mut io::stdin())?,
+            };
+            writeln!(out, "{size}")?;
+        }
+        Command::Diff {
+            id,
+            parent: p,
+            output: file,
+        } => {
+            if file.is_none() && io::stdout().is_terminal() {
+                bail!("refusing to write a tar to a terminal; redirect stdout or use -o FILE");
+            }
+            let mut stream = graph.diff(id, parent(p))?;
+            match file {
+                Some(f) => output::to_file(&mut stream, f)?,
+                None => {
+                    io::copy(&mut stream, out).context("writing the diff")?;
+                }
+            }
+        }
+        Command::Changes { id, parent: p } => {
+            output::changes(out, &graph.changes(id, parent(p))?, cli.json)?
+        }
+        Command::DiffSize { id, parent: p } => {
+            writeln!(out, "{}", graph.diff_size(id, parent(p))?)?
+        }
+        Command::Ls => output::ls(out, &graph.list()?, cli.json)?,
+    }
+    out.flush()?;
+    Ok(())
+}

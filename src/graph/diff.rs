@@ -1,0 +1,64 @@
+//! Naive diff, changes and diff size: both layers are served through `get`, their trees are
+//! compared by the diff engine, and the references are released afterwards (for a diff
+//! stream, when the export finishes or the reader goes away).
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::{Graph, Mounted};
+use crate::archive::{changes, export, pipe, Change};
+use crate::driver::DiffStream;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+
+/// Mounts `id` (and `base`), computes the changes; returns them with the mounts still held.
+pub(super) fn changes(
+    graph: &Graph,
+    id: &str,
+    base: Option<&str>,
+) -> Result<(Vec<Change>, Mounted, OwnedFd)> {
+    let new = Mounted::new(graph, id)?;
+    let old = base.map(|b| Mounted::new(graph, b)).transpose()?;
+    let new_fd =
+        fsutil::open_dir(new.path()).ctx(|| format!("opening {}", new.path().display()))?;
+    let old_fd = match &old {
+        Some(m) => {
+            Some(fsutil::open_dir(m.path()).ctx(|| format!("opening {}", m.path().display()))?)
+        }
+        None => None,
+    };
+    let list = changes::changes_dirs(new_fd.as_fd(), old_fd.as_ref().map(|f| f.as_fd())).map_err(
+        |source| Error::Archive {
+            layer: id.to_string(),
+            source,
+        },
+    )?;
+    drop(old);
+    Ok((list, new, new_fd))
+}
+
+/// Bytes of added and modified non-directories.
+pub(super) fn size(graph: &Graph, id: &str, base: Option<&str>) -> Result<u64> {
+    let (list, _mount, fd) = changes(graph, id, base)?;
+    changes::changes_size(fd.as_fd(), &list).map_err(|source| Error::Archive {
+        layer: id.to_string(),
+        source,
+    })
+}
+
+/// A tar of the changes, produced on a helper thread while the caller reads it.
+pub(super) fn export(graph: &Graph, id: &str, base: Option<&str>) -> Result<DiffStream> {
+    let (list, mount, fd) = changes(graph, id, base)?;
+    let (mut writer, reader) = pipe::pipe();
+    let layer = id.to_string();
+    std::thread::Builder::new()
+        .name(format!("diff-{id}"))
+        .spawn(move || {
+            let outcome = export::export_changes(fd.as_fd(), &list, &mut writer)
+                .map_err(|e| std::io::Error::other(format!("exporting layer {layer:?}: {e}")));
+            drop(fd);
+            drop(mount);
+            writer.finish(outcome);
+        })
+        .ctx(|| "starting the export thread".into())?;
+    Ok(Box::new(reader))
+}
