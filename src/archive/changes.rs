@@ -11,7 +11,9 @@
 //! * Add: path only in new. Delete: path only in old (a deleted directory is reported once,
 //!   its children are not). Modify: mode (incl. type), uid, gid or rdev differ; for
 //!   non-directories also size or mtime (`sameFsTimeSpec`: equal seconds and equal nanos, or
-//!   either nanos is 0); or the `security.capability` xattr differs; symlinks also when
+//!   either nanos is 0 — and then, unlike Docker, regular files are compared byte for byte,
+//!   so a same-size rewrite within the second a tar recorded is still seen); or the
+//!   `security.capability` xattr differs; symlinks also when
 //!   `readlink` differs (so a retargeted symlink of the same length and mtime is caught).
 //! * When new is a non-directory and old was a directory, only Modify of the path is reported
 //!   (old children are not listed as deleted). When new is a directory that was a file in
@@ -323,7 +325,55 @@ fn differs(
     {
         return Ok(true);
     }
+    // Same size and "the same" time only because one side has no sub-second part (it came
+    // from a tar): Docker would call this unchanged. A rewrite within that second is real,
+    // so in this ambiguous case only, compare the bytes.
+    if n.file_type() == FileType::RegularFile
+        && n.mtime != o.mtime
+        && !same_content(new_dir, old_dir, name)?
+    {
+        return Ok(true);
+    }
     Ok(capability(new_dir, name)? != capability(old_dir, name)?)
+}
+
+/// Whether `name` has the same bytes in both directories (regular files, not following links).
+fn same_content(new_dir: BorrowedFd<'_>, old_dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+    use std::io::Read;
+    let open = |d: BorrowedFd<'_>| -> io::Result<std::fs::File> {
+        let fd = rustix::fs::openat(
+            d,
+            OsStr::from_bytes(name),
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::NONBLOCK
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    };
+    let (mut a, mut b) = (open(new_dir)?, open(old_dir)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut a, &mut ba)?;
+        let nb = read_full(&mut b, &mut bb)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+    fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read(&mut buf[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        Ok(got)
+    }
 }
 
 /// Docker's `sameFsTimeSpec`: a timestamp with 0 ns (from a filesystem or archive without
@@ -529,6 +579,21 @@ mod tests {
             diff(&new, Some(&old)),
             expect(&[("/both_ns", Modify), ("/other_sec", Modify)])
         );
+    }
+
+    #[test]
+    fn same_second_rewrite_is_seen_by_content() {
+        // A tar gave the old file whole seconds; a same-size rewrite in that second differs
+        // only in its bytes. Identical bytes stay unchanged, as in Docker.
+        let (_t, old, new) = pair();
+        fs::write(old.join("conf"), b"setting=1\n").unwrap();
+        fs::write(new.join("conf"), b"setting=2\n").unwrap();
+        both(&old, &new, "same", b"setting=1\n");
+        for f in ["conf", "same"] {
+            set_mtime(&old.join(f), 100, 0);
+            set_mtime(&new.join(f), 100, 42);
+        }
+        assert_eq!(diff(&new, Some(&old)), expect(&[("/conf", Modify)]));
     }
 
     #[test]
