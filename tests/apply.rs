@@ -43,7 +43,7 @@ fn sample_tar(seed: u64) -> (Vec<u8>, u64) {
     t.file("etc/motd", b"hello\n", Meta::mode(0o644));
     sum += 6;
     t.symlink("etc/motd.link", "motd");
-    t.hardlink("etc/motd.hard", "etc/motd");
+    t.hardlink("etc/motd.hard", "etc/motd", Meta::mode(0o644));
     t.fifo("srv/pipe", Meta::mode(0o600));
     t.file_with_xattrs(
         "srv/tagged",
@@ -157,13 +157,10 @@ fn apply_diff_entry_types_and_whiteouts(backend: &str) {
     t.whiteout("gone.txt");
     t.whiteout("gone-dir");
     t.dir("dir", Meta::mode(0o750).owner(1000, 1000));
-    t.file(
-        "dir/file",
-        &file_content,
-        Meta::mode(0o640).owner(1000, 1001).mtime(1_500_000_000),
-    );
+    let file_meta = Meta::mode(0o640).owner(1000, 1001).mtime(1_500_000_000);
+    t.file("dir/file", &file_content, file_meta);
     sum += 100;
-    t.hardlink("dir/hard", "dir/file");
+    t.hardlink("dir/hard", "dir/file", file_meta);
     t.symlink("dir/sym", "file");
     t.fifo("dir/fifo", Meta::mode(0o600));
     t.char_dev("dir/null", 1, 3, Meta::mode(0o666));
@@ -506,7 +503,7 @@ fn failed_apply_invalid_entry_changes_nothing(backend: &str) {
     let state = s.state();
     let mut t = TarBuilder::new();
     good_prefix(&mut t);
-    t.hardlink("bad-link", "does/not/exist");
+    t.hardlink("bad-link", "does/not/exist", Meta::mode(0o644));
     t.file("after", b"after", Meta::mode(0o644));
     let tar = t.finish();
     let err = s.fail_stdin(["apply-diff", "target"], &tar);
@@ -591,10 +588,18 @@ fn hostile_tar_stays_inside_layer(backend: &str) {
     );
     tars.push(("write through a ../ symlink".into(), t.finish()));
     let mut t = TarBuilder::new();
-    t.hardlink("stolen", outside.join("secret").to_str().unwrap());
+    t.hardlink(
+        "stolen",
+        outside.join("secret").to_str().unwrap(),
+        Meta::mode(0o644),
+    );
     tars.push(("hard link to an absolute host path".into(), t.finish()));
     let mut t = TarBuilder::new();
-    t.hardlink("stolen2", "../../../../../../../../etc/passwd");
+    t.hardlink(
+        "stolen2",
+        "../../../../../../../../etc/passwd",
+        Meta::mode(0o644),
+    );
     tars.push(("hard link with ../".into(), t.finish()));
 
     let passwd_links = fs::metadata("/etc/passwd").map(|m| m.nlink()).ok();

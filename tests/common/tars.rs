@@ -125,9 +125,11 @@ impl TarBuilder {
         self
     }
 
-    /// A hard link `path` to the earlier entry `target`.
-    pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
-        let mut h = header(EntryType::Link, Meta::mode(0o644), 0);
+    /// A hard link `path` to the earlier entry `target`. Give it the target's metadata, as
+    /// real tar writers do: appliers (Docker's among them) apply a link header's owner, mode
+    /// and times to the shared inode.
+    pub fn hardlink(&mut self, path: &str, target: &str, meta: Meta) -> &mut Self {
+        let mut h = header(EntryType::Link, meta, 0);
         self.b
             .append_link(&mut h, path, target)
             .expect("tar hardlink");
