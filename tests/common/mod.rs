@@ -1,0 +1,900 @@
+//! Black-box harness for the `strata` binary.
+//!
+//! * [`Store`]: a store in its own temporary directory, driven through the CLI with
+//!   `--root <tmp>/root --driver <backend>`; on drop it runs `strata cleanup`, detaches every
+//!   mount left under the root (deepest first) and deletes the directory, also when the test
+//!   panicked.
+//! * [`tree`]: reading and writing files inside a layer path, and whole-tree snapshots.
+//! * [`graph`]: the graphtest helpers (`random_content`, `add_many_files`, `create_base`...).
+//! * [`tars`]: crafting layer tars (whiteouts, opaque markers, links, devices, xattrs, long
+//!   names) and gzip/zstd wrapping.
+//!
+//! Every CLI call is a separate process with a watchdog (`STRATA_TEST_TIMEOUT` seconds,
+//! default 180); a hung command is SIGKILLed and the test fails with what it printed.
+//!
+//! Environment knobs: `STRATA_TEST_KEEP=1` keeps the temporary directories (after unmounting);
+//! `STRATA_TEST_NO_SKIP=1` turns "prerequisite missing" skips (not root, no overlayfs) into
+//! failures.
+
+#![allow(dead_code)]
+
+pub mod graph;
+pub mod tars;
+pub mod tree;
+
+use std::collections::BTreeSet;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Path of the binary under test.
+pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+/// Both backends, in the order the test macro generates them.
+pub const BACKENDS: [&str; 2] = ["vfs", "overlay"];
+
+/// The backend that is not `backend`.
+pub fn other_backend(backend: &str) -> &'static str {
+    if backend == "vfs" {
+        "overlay"
+    } else {
+        "vfs"
+    }
+}
+
+/// Generates `mod vfs { #[test] fn NAME() }` and `mod overlay { ... }` calling `NAME(backend)`
+/// for every listed function, so a failure names the backend (`overlay::create_empty`).
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod vfs {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name("vfs");
+                }
+            )*
+        }
+        mod overlay {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name("overlay");
+                }
+            )*
+        }
+    };
+}
+
+/// Per-command timeout.
+pub fn command_timeout() -> Duration {
+    let secs = std::env::var("STRATA_TEST_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(180);
+    Duration::from_secs(secs)
+}
+
+/// What one CLI invocation did.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// The command line, for messages.
+    pub cmdline: String,
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// Whether the watchdog killed it.
+    pub timed_out: bool,
+    /// Raw standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error (lossy UTF-8).
+    pub stderr: String,
+}
+
+impl Out {
+    /// Standard output as (lossy) text.
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Trimmed standard output.
+    pub fn trimmed(&self) -> String {
+        self.stdout_str().trim().to_string()
+    }
+
+    /// A full description for assertion messages.
+    pub fn describe(&self) -> String {
+        let mut stdout = self.stdout_str();
+        if stdout.len() > 4000 {
+            stdout.truncate(4000);
+            stdout.push_str("…[truncated]");
+        }
+        format!(
+            "`{}`\n  exit code: {:?}, signal: {:?}, timed out: {}\n  stdout: {:?}\n  stderr: {:?}",
+            self.cmdline, self.code, self.signal, self.timed_out, stdout, self.stderr
+        )
+    }
+
+    /// Panics unless the exit status is exactly `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert!(!self.timed_out, "command timed out: {}", self.describe());
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit status: {}",
+            self.describe()
+        );
+        self
+    }
+
+    /// The operation-failure contract: exit 1 and a line of stderr starting with `strata: `.
+    /// Returns the whole of stderr.
+    pub fn expect_failure(&self) -> String {
+        self.expect_code(1);
+        assert!(
+            self.stderr.lines().any(|l| l.starts_with("strata: ")),
+            "exit 1 but no stderr line starts with \"strata: \": {}",
+            self.describe()
+        );
+        self.stderr.clone()
+    }
+}
+
+/// Runs `cmd` with optional stdin bytes, a watchdog, and captured output.
+pub fn run_command(mut cmd: Command, input: Option<&[u8]>) -> Out {
+    let cmdline = format!("{cmd:?}");
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmdline}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let stdin = child.stdin.take();
+    let timeout = command_timeout();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let (output, timed_out) = std::thread::scope(|scope| {
+        let watchdog = scope.spawn(move || match done_rx.recv_timeout(timeout) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // SAFETY: plain kill(2) of our own child; it cannot have been reaped yet because
+                // the waiting thread signals `done` right after reaping.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                true
+            }
+            _ => false,
+        });
+        if let (Some(mut stdin), Some(data)) = (stdin, input) {
+            scope.spawn(move || {
+                // EPIPE when the child stops reading early; its exit status tells why.
+                let _ = stdin.write_all(data);
+            });
+        }
+        let output = child.wait_with_output();
+        drop(done_tx);
+        (output, watchdog.join().expect("watchdog thread"))
+    });
+    let output = output.unwrap_or_else(|e| panic!("waiting for {cmdline}: {e}"));
+    use std::os::unix::process::ExitStatusExt;
+    Out {
+        cmdline,
+        code: output.status.code(),
+        signal: output.status.signal(),
+        timed_out,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Why a backend cannot be tested here, if it cannot.
+pub fn skip_reason(backend: &str, dir: &Path) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("the black-box tests need root (chown, mknod, mounts)".into());
+    }
+    if backend == "overlay" {
+        let fs_list = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !fs_list
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some("overlay"))
+        {
+            return Some("the kernel does not list overlay in /proc/filesystems".into());
+        }
+        if fs_magic(dir) == Some(0x794c_7630) {
+            return Some(format!(
+                "{} is on overlayfs, which cannot hold overlay upper layers",
+                dir.display()
+            ));
+        }
+    }
+    None
+}
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes into a properly sized, zeroed struct; `c` outlives the call.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        if libc::statfs(c.as_ptr(), &mut st) == 0 {
+            Some(st.f_type as i64)
+        } else {
+            None
+        }
+    }
+}
+
+/// One line of `strata ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LsEntry {
+    pub id: String,
+    /// `None` when the column is `-`.
+    pub parent: Option<String>,
+    pub kind: String,
+    pub size: String,
+    pub mounted: String,
+}
+
+impl LsEntry {
+    /// Interprets the `mounted` column. Accepted spellings (an assumption; the spec does not fix
+    /// them): `true`/`yes`/`mounted`/a positive reference count for mounted, and
+    /// `false`/`no`/`-`/`0`/`unmounted` for not mounted. Anything else fails the test.
+    pub fn is_mounted(&self) -> bool {
+        let m = self.mounted.to_ascii_lowercase();
+        match m.as_str() {
+            "true" | "yes" | "mounted" | "y" => true,
+            "false" | "no" | "-" | "unmounted" | "n" => false,
+            _ => match m.parse::<u64>() {
+                Ok(n) => n > 0,
+                Err(_) => panic!("unrecognised `mounted` column in ls: {self:?}"),
+            },
+        }
+    }
+}
+
+/// Parses `strata ls` text output.
+pub fn parse_ls(text: &str) -> Vec<LsEntry> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                f.len(),
+                5,
+                "ls line must have 5 columns (id parent kind size mounted): {l:?}"
+            );
+            LsEntry {
+                id: f[0].to_string(),
+                parent: (f[1] != "-").then(|| f[1].to_string()),
+                kind: f[2].to_string(),
+                size: f[3].to_string(),
+                mounted: f[4].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Kind of a change, with Docker's codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeKind {
+    Modify,
+    Add,
+    Delete,
+}
+
+impl ChangeKind {
+    /// Docker's numeric code: Modify 0, Add 1, Delete 2.
+    pub fn code(self) -> u64 {
+        match self {
+            ChangeKind::Modify => 0,
+            ChangeKind::Add => 1,
+            ChangeKind::Delete => 2,
+        }
+    }
+
+    /// The letter of the text output: C, A, D.
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Modify => 'C',
+            ChangeKind::Add => 'A',
+            ChangeKind::Delete => 'D',
+        }
+    }
+
+    pub fn from_letter(c: char) -> Option<Self> {
+        match c {
+            'C' => Some(ChangeKind::Modify),
+            'A' => Some(ChangeKind::Add),
+            'D' => Some(ChangeKind::Delete),
+            _ => None,
+        }
+    }
+
+    pub fn from_code(c: u64) -> Option<Self> {
+        match c {
+            0 => Some(ChangeKind::Modify),
+            1 => Some(ChangeKind::Add),
+            2 => Some(ChangeKind::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One change: absolute path and kind.
+pub type Change = (String, ChangeKind);
+
+/// Parses `strata changes` text output (`A /path`, one per line; the path may contain spaces).
+pub fn parse_changes(text: &str) -> Vec<Change> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut chars = l.chars();
+            let letter = chars.next().unwrap();
+            let kind = ChangeKind::from_letter(letter)
+                .unwrap_or_else(|| panic!("bad change letter in {l:?}"));
+            let rest = chars.as_str();
+            let path = rest
+                .strip_prefix(' ')
+                .unwrap_or_else(|| panic!("change line must be \"X /path\": {l:?}"));
+            assert!(path.starts_with('/'), "change path must be absolute: {l:?}");
+            (path.to_string(), kind)
+        })
+        .collect()
+}
+
+/// Sorted copy of a change list, by (path, kind).
+pub fn sorted_changes(mut v: Vec<Change>) -> Vec<Change> {
+    v.sort();
+    v
+}
+
+/// A mount point listed in `/proc/self/mountinfo`.
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    pub mount_point: PathBuf,
+    pub fstype: String,
+    pub options: String,
+}
+
+/// Decodes mountinfo's octal escapes (`\040` for a space...).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(OsString::from_vec(out))
+}
+
+/// Every mount of this process's mount namespace.
+pub fn mounts() -> Vec<MountEntry> {
+    let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fields: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            Some(MountEntry {
+                mount_point: unescape_mountinfo(fields.get(4)?),
+                fstype: right.first()?.to_string(),
+                options: right.get(2).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Mount points equal to `dir` or below it.
+pub fn mounts_under(dir: &Path) -> Vec<MountEntry> {
+    mounts()
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(dir))
+        .collect()
+}
+
+/// Detaches (`MNT_DETACH`) every mount at or below `dir`, deepest first, repeating for stacked
+/// mounts. Returns what it could not unmount.
+pub fn detach_mounts_under(dir: &Path) -> Vec<PathBuf> {
+    for _ in 0..16 {
+        let mut points: Vec<PathBuf> = mounts_under(dir)
+            .into_iter()
+            .map(|m| m.mount_point)
+            .collect();
+        if points.is_empty() {
+            return Vec::new();
+        }
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in &points {
+            if let Ok(c) = CString::new(p.as_os_str().as_bytes()) {
+                // SAFETY: umount2 with a valid NUL-terminated path.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+    mounts_under(dir)
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect()
+}
+
+/// A store in its own temporary directory.
+pub struct Store {
+    tmp: Option<tempfile::TempDir>,
+    /// Canonical temp dir (parent of the root); scratch space for tars etc.
+    dir: PathBuf,
+    root: PathBuf,
+    backend: &'static str,
+}
+
+impl Store {
+    /// A fresh store for `backend` (`"vfs"` or `"overlay"`), or `None` (after printing why)
+    /// when this machine cannot run that backend's tests. The root directory itself is not
+    /// created: the first command creates it.
+    pub fn new(backend: &str) -> Option<Store> {
+        let backend: &'static str = match backend {
+            "vfs" => "vfs",
+            "overlay" => "overlay",
+            other => panic!("unknown backend {other}"),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix("strata-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let dir = tmp.path().canonicalize().expect("canonicalize temp dir");
+        if let Some(why) = skip_reason(backend, &dir) {
+            if std::env::var_os("STRATA_TEST_NO_SKIP").is_some() {
+                panic!("cannot run {backend} tests: {why}");
+            }
+            eprintln!("SKIPPED ({backend}): {why}");
+            return None;
+        }
+        let root = dir.join("root");
+        Some(Store {
+            tmp: Some(tmp),
+            dir,
+            root,
+            backend,
+        })
+    }
+
+    /// Like [`Store::new`] but the root path is `dir/<name>`; for tests that need an unusual
+    /// root (e.g. one with a space). Same skipping rules.
+    pub fn new_with_root_name(backend: &str, name: &str) -> Option<Store> {
+        let mut s = Store::new(backend)?;
+        s.root = s.dir.join(name);
+        Some(s)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Scratch directory (the root's parent), for tar files and the like.
+    pub fn scratch(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// `ROOT/layers`.
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// `ROOT/staging`.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
+    /// A bare command for the binary with a clean environment (no `STRATA_*`, no `RUST_LOG`)
+    /// and no arguments.
+    pub fn bare_command() -> Command {
+        let mut cmd = Command::new(STRATA);
+        cmd.env_remove("STRATA_ROOT")
+            .env_remove("STRATA_DRIVER")
+            .env_remove("RUST_LOG")
+            .env_remove("RUST_BACKTRACE");
+        cmd
+    }
+
+    /// `strata --root ROOT --driver BACKEND <args>`, not yet started.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Self::bare_command();
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--driver")
+            .arg(self.backend)
+            .args(args);
+        cmd
+    }
+
+    /// Runs `strata --root ROOT --driver BACKEND <args>`.
+    pub fn run<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run_command(self.command(args), None)
+    }
+
+    /// Like [`Store::run`] with `input` on stdin.
+    pub fn run_stdin<I, S>(&self, args: I, input: &[u8]) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run_command(self.command(args), Some(input))
+    }
+
+    /// Runs with this store's root but the given driver flag (`None`: no `--driver`) and extra
+    /// environment variables.
+    pub fn run_driver<I, S>(&self, driver: Option<&str>, env: &[(&str, &str)], args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Self::bare_command();
+        cmd.arg("--root").arg(&self.root);
+        if let Some(d) = driver {
+            cmd.arg("--driver").arg(d);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(args);
+        run_command(cmd, None)
+    }
+
+    /// Runs and asserts exit 0; returns trimmed stdout.
+    pub fn ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.run(args);
+        out.expect_code(0);
+        out.trimmed()
+    }
+
+    /// Runs and asserts exit 0; returns raw stdout.
+    pub fn ok_bytes<I, S>(&self, args: I) -> Vec<u8>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.run(args);
+        out.expect_code(0);
+        out.stdout
+    }
+
+    /// Runs with stdin and asserts exit 0; returns trimmed stdout.
+    pub fn ok_stdin<I, S>(&self, args: I, input: &[u8]) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.run_stdin(args, input);
+        out.expect_code(0);
+        out.trimmed()
+    }
+
+    /// Runs and asserts the failure contract (exit 1, `strata: ` on stderr); returns stderr.
+    pub fn fail<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run(args).expect_failure()
+    }
+
+    /// Like [`Store::fail`] with stdin.
+    pub fn fail_stdin<I, S>(&self, args: I, input: &[u8]) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run_stdin(args, input).expect_failure()
+    }
+
+    /// Runs and asserts exit 2 (usage error); returns stderr.
+    pub fn usage_error<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.run(args);
+        out.expect_code(2);
+        out.stderr
+    }
+
+    // ---- typed wrappers -------------------------------------------------------------------
+
+    /// `create ID [--parent P]` (image layer).
+    pub fn create(&self, id: &str, parent: Option<&str>) {
+        let mut args = vec!["create", id];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        self.ok(args);
+    }
+
+    /// `create ID [--parent P] --rw` (container layer).
+    pub fn create_rw(&self, id: &str, parent: Option<&str>) {
+        let mut args = vec!["create", id, "--rw"];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        self.ok(args);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.ok(["remove", id]);
+    }
+
+    /// `get ID`: asserts the printed path is absolute, lies under the root, and is a directory.
+    pub fn get(&self, id: &str) -> PathBuf {
+        let out = self.ok(["get", id]);
+        let path = PathBuf::from(&out);
+        assert!(
+            path.is_absolute(),
+            "get {id} must print an absolute path, got {out:?}"
+        );
+        assert!(
+            path.starts_with(&self.root),
+            "get {id} printed {out:?}, outside the store root {}",
+            self.root.display()
+        );
+        let md = fs::metadata(&path).unwrap_or_else(|e| panic!("get {id} -> {out:?}: {e}"));
+        assert!(md.is_dir(), "get {id} -> {out:?} is not a directory");
+        path
+    }
+
+    pub fn put(&self, id: &str) {
+        self.ok(["put", id]);
+    }
+
+    /// `exists ID` (asserting exit 0 and `true`/`false`).
+    pub fn exists(&self, id: &str) -> bool {
+        let out = self.ok(["exists", id]);
+        match out.as_str() {
+            "true" => true,
+            "false" => false,
+            other => panic!("exists {id} must print true or false, got {other:?}"),
+        }
+    }
+
+    /// Raw `ls` output (for before/after equality).
+    pub fn ls_raw(&self) -> String {
+        let out = self.run(["ls"]);
+        out.expect_code(0);
+        out.stdout_str()
+    }
+
+    pub fn ls(&self) -> Vec<LsEntry> {
+        parse_ls(&self.ls_raw())
+    }
+
+    /// The `ls` entry of `id` (panics when absent).
+    pub fn ls_entry(&self, id: &str) -> LsEntry {
+        let all = self.ls();
+        all.iter()
+            .find(|e| e.id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("layer {id} not in ls: {all:?}"))
+    }
+
+    /// Layer ids according to `ls`.
+    pub fn ids(&self) -> BTreeSet<String> {
+        self.ls().into_iter().map(|e| e.id).collect()
+    }
+
+    /// `apply-diff ID` with the tar on stdin; returns the printed size.
+    pub fn apply_diff(&self, id: &str, parent: Option<&str>, tar: &[u8]) -> u64 {
+        let mut args = vec!["apply-diff", id];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        parse_u64(&self.ok_stdin(args, tar), "apply-diff")
+    }
+
+    /// `apply-diff ID FILE`; returns the printed size.
+    pub fn apply_diff_file(&self, id: &str, file: &Path) -> u64 {
+        let out = self.ok([OsStr::new("apply-diff"), OsStr::new(id), file.as_os_str()]);
+        parse_u64(&out, "apply-diff")
+    }
+
+    /// `diff ID [--parent P]` to stdout.
+    pub fn diff(&self, id: &str, parent: Option<&str>) -> Vec<u8> {
+        let mut args = vec!["diff", id];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        self.ok_bytes(args)
+    }
+
+    /// `changes ID [--parent P]`, parsed; asserts the output is sorted by path.
+    pub fn changes(&self, id: &str, parent: Option<&str>) -> Vec<Change> {
+        let mut args = vec!["changes", id];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        let out = self.run(args);
+        out.expect_code(0);
+        let changes = parse_changes(&out.stdout_str());
+        let paths: Vec<&[u8]> = changes.iter().map(|c| c.0.as_bytes()).collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted, "changes output is not sorted by path");
+        changes
+    }
+
+    /// `diff-size ID [--parent P]`.
+    pub fn diff_size(&self, id: &str, parent: Option<&str>) -> u64 {
+        let mut args = vec!["diff-size", id];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        parse_u64(&self.ok(args), "diff-size")
+    }
+
+    /// `get`, run `f` on the path, `put`. (A panic inside `f` skips the `put`; the store's drop
+    /// unmounts anyway.)
+    pub fn with_layer<R>(&self, id: &str, f: impl FnOnce(&Path) -> R) -> R {
+        let path = self.get(id);
+        let r = f(&path);
+        self.put(id);
+        r
+    }
+
+    /// Snapshot of the layer's merged tree (through `get`/`put`).
+    pub fn snapshot(&self, id: &str) -> tree::Tree {
+        self.with_layer(id, tree::snapshot)
+    }
+
+    /// Entries of `ROOT/layers` (names).
+    pub fn layer_dir_names(&self) -> BTreeSet<String> {
+        dir_names(&self.layers_dir())
+    }
+
+    /// Entries of `ROOT/staging` (empty when it does not exist).
+    pub fn staging_names(&self) -> BTreeSet<String> {
+        dir_names(&self.staging_dir())
+    }
+
+    /// Asserts the "after cleanup" layout: `ROOT/staging` empty (or absent), `ROOT/layers`
+    /// holding exactly one directory per layer `ls` lists.
+    pub fn assert_clean_layout(&self) {
+        let staging = self.staging_names();
+        assert!(
+            staging.is_empty(),
+            "{} not empty after cleanup: {staging:?}",
+            self.staging_dir().display()
+        );
+        let ids = self.ids();
+        let dirs = self.layer_dir_names();
+        assert_eq!(
+            dirs,
+            ids,
+            "{} must hold exactly the layers ls lists",
+            self.layers_dir().display()
+        );
+        for d in &dirs {
+            let p = self.layers_dir().join(d);
+            let md = fs::symlink_metadata(&p).unwrap();
+            assert!(md.is_dir(), "{} is not a directory", p.display());
+        }
+    }
+}
+
+/// What must not change when an operation is refused: `ls` output and `ROOT/layers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreState {
+    pub ls: String,
+    pub layer_dirs: BTreeSet<String>,
+}
+
+impl Store {
+    /// Captures `ls` and the `ROOT/layers` listing.
+    pub fn state(&self) -> StoreState {
+        StoreState {
+            ls: self.ls_raw(),
+            layer_dirs: self.layer_dir_names(),
+        }
+    }
+
+    /// Asserts `ls` and `ROOT/layers` are as captured in `before`.
+    pub fn assert_state(&self, before: &StoreState, what: &str) {
+        let now = self.state();
+        assert_eq!(now.ls, before.ls, "{what}: ls output changed");
+        assert_eq!(
+            now.layer_dirs, before.layer_dirs,
+            "{what}: ROOT/layers changed"
+        );
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.root.exists() {
+            let out = run_command_quiet(self.command(["cleanup"]));
+            if let Some(msg) = out {
+                eprintln!("note: cleanup during teardown: {msg}");
+            }
+            let left = detach_mounts_under(&self.root);
+            if !left.is_empty() {
+                eprintln!("warning: could not unmount {left:?}");
+            }
+        }
+        if std::env::var_os("STRATA_TEST_KEEP").is_some() {
+            if let Some(tmp) = self.tmp.take() {
+                eprintln!("keeping {}", tmp.keep().display());
+            }
+            return;
+        }
+        if let Some(tmp) = self.tmp.take() {
+            let path = tmp.path().to_path_buf();
+            if let Err(e) = tmp.close() {
+                eprintln!("warning: removing {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Runs a command without panicking (for teardown); `Some(description)` unless it exited 0.
+fn run_command_quiet(cmd: Command) -> Option<String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_command(cmd, None))) {
+        Ok(out) if out.code == Some(0) => None,
+        Ok(out) => Some(out.describe()),
+        Err(_) => Some("could not run".into()),
+    }
+}
+
+/// Names in a directory (empty set when it does not exist).
+pub fn dir_names(dir: &Path) -> BTreeSet<String> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+        Err(e) => panic!("read_dir {}: {e}", dir.display()),
+    }
+}
+
+/// Parses a decimal byte count printed by the CLI.
+pub fn parse_u64(s: &str, what: &str) -> u64 {
+    s.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{what} must print a byte count, got {s:?}"))
+}
+
+/// Asserts `haystack` contains `needle`, case-insensitively.
+pub fn assert_mentions(haystack: &str, needle: &str, what: &str) {
+    assert!(
+        haystack.to_lowercase().contains(&needle.to_lowercase()),
+        "{what}: message should mention {needle:?}, got: {haystack:?}"
+    );
+}
