@@ -629,3 +629,6 @@ pub fn write_applied_marker(dir: &Path, generation: u64) -> Result<()> {
 pub fn is_removing_name(name: &OsStr) -> bool {
     name.to_string_lossy().ends_with(id::REMOVING_SUFFIX)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! Store lifecycle and crash-recovery tests: each simulates the on-disk state a process
+//! killed at a given step leaves behind, then reopens the store.
+
+use std::fs;
+use std::path::Path;
+
+use super::*;
+
+fn open(root: &Path) -> Store {
+    Store::open(root, Some("vfs"), || "vfs".into()).unwrap()
+}
+
+fn new_layer(store: &Store, id: &str, parent: Option<&str>) -> LayerRecord {
+    let staging = store.stage(id).unwrap();
+    fs::write(staging.path().join("content"), id).unwrap();
+    let rec = LayerRecord::new(id, parent, LayerKind::Ro, "vfs");
+    store.lock().unwrap().commit_new(staging, &rec).unwrap();
+    rec
+}
+
+#[test]
+fn create_commits_record_and_directory_together() {
+    let t = tempfile::tempdir().unwrap();
+    let store = open(t.path());
+    new_layer(&store, "a", None);
+    assert_eq!(
+        fs::read_to_string(store.layer_dir("a").join("content")).unwrap(),
+        "a"
+    );
+    assert!(store.db().get("a").unwrap().is_some());
+    assert_eq!(fs::read_dir(t.path().join("staging")).unwrap().count(), 0);
+    // Duplicate ids and missing parents are refused under the lock, leaving nothing behind.
+    let staging = store.stage("dup").unwrap();
+    let err = store
+        .lock()
+        .unwrap()
+        .commit_new(staging, &LayerRecord::new("a", None, LayerKind::Ro, "vfs"));
+    assert!(matches!(err, Err(Error::AlreadyExists(_))));
+    let staging = store.stage("orphan").unwrap();
+    let err = store.lock().unwrap().commit_new(
+        staging,
+        &LayerRecord::new("b", Some("nope"), LayerKind::Ro, "vfs"),
+    );
+    assert!(matches!(err, Err(Error::ParentNotFound { .. })));
+    assert_eq!(fs::read_dir(t.path().join("staging")).unwrap().count(), 0);
+    assert!(!store.layer_dir("b").exists());
+    assert_eq!(store.db().children("a").unwrap(), Vec::<String>::new());
+    new_layer(&store, "b", Some("a"));
+    assert_eq!(store.db().children("a").unwrap(), vec!["b".to_string()]);
+    assert_eq!(
+        store
+            .chain("b")
+            .unwrap()
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+}
+
+#[test]
+fn remove_then_crash_before_commit_is_finished_at_open() {
+    let t = tempfile::tempdir().unwrap();
+    {
+        let store = open(t.path());
+        new_layer(&store, "a", None);
+        // The process died right after renaming the directory for removal.
+        fs::rename(store.layer_dir("a"), store.layers_dir().join("a-removing")).unwrap();
+    }
+    let store = open(t.path());
+    assert!(
+        store.db().get("a").unwrap().is_none(),
+        "the interrupted removal is finished"
+    );
+    assert!(!store.layers_dir().join("a-removing").exists());
+}
+
+#[test]
+fn orphans_and_dead_staging_are_swept_but_live_staging_is_not() {
+    let t = tempfile::tempdir().unwrap();
+    let store = open(t.path());
+    new_layer(&store, "keep", None);
+    fs::create_dir_all(store.layers_dir().join("ghost/fs")).unwrap();
+    fs::create_dir_all(store.layers_dir().join("old-removing/x")).unwrap();
+    fs::create_dir_all(t.path().join("staging/dead-123/deep")).unwrap();
+    let live = store.stage("live").unwrap();
+    let report = store.lock().unwrap().recover().unwrap();
+    assert_eq!((report.orphans, report.removing, report.staging), (1, 1, 1));
+    assert!(
+        live.path().exists(),
+        "a staging dir whose owner is alive must survive"
+    );
+    assert!(store.layer_dir("keep").exists());
+    let names: Vec<_> = fs::read_dir(store.layers_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
+}
+
+#[test]
+fn interrupted_apply_rolls_forward_or_back() {
+    let t = tempfile::tempdir().unwrap();
+    {
+        let store = open(t.path());
+        let mut fwd = new_layer(&store, "fwd", None);
+        let mut back = new_layer(&store, "back", None);
+        // Died after the exchange: the directory carries the pending generation.
+        write_applied_marker(&store.layer_dir("fwd"), 1).unwrap();
+        fwd.pending = Some(PendingApply {
+            generation: 1,
+            size: 640,
+        });
+        // Died before the exchange: the directory still has the old generation (none).
+        back.pending = Some(PendingApply {
+            generation: 1,
+            size: 99,
+        });
+        store
+            .db()
+            .write(|w| {
+                w.put(&fwd)?;
+                w.put(&back)
+            })
+            .unwrap();
+    }
+    let store = open(t.path());
+    let fwd = store.record("fwd").unwrap();
+    assert_eq!(
+        (fwd.generation, fwd.size, fwd.pending),
+        (1, Some(640), None)
+    );
+    let back = store.record("back").unwrap();
+    assert_eq!((back.generation, back.size, back.pending), (0, None, None));
+}
+
+#[test]
+fn stale_mount_references_are_reset() {
+    let t = tempfile::tempdir().unwrap();
+    {
+        let store = open(t.path());
+        let mut rec = new_layer(&store, "m", None);
+        // Recorded as mounted, but nothing is mounted there (the mount died with a reboot or
+        // was unmounted behind strata's back).
+        rec.refs = 2;
+        rec.mount = Some(MountState {
+            path: store.layer_dir("m").join("merged"),
+            mounted: true,
+            readonly: false,
+        });
+        store.db().write(|w| w.put(&rec)).unwrap();
+    }
+    let store = open(t.path());
+    let rec = store.record("m").unwrap();
+    assert_eq!((rec.refs, rec.mount), (0, None));
+}
+
+#[test]
+fn store_remembers_its_driver() {
+    let t = tempfile::tempdir().unwrap();
+    drop(open(t.path()));
+    let err = Store::open(t.path(), Some("overlay"), || "overlay".into())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("\"vfs\""), "{err}");
+    let store = Store::open(t.path(), None, || "overlay".into()).unwrap();
+    assert_eq!(store.driver(), "vfs");
+    let md = fs::metadata(t.path()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn lock_timeout_names_the_holder() {
+    let t = tempfile::tempdir().unwrap();
+    let mut store = open(t.path());
+    store.set_lock_timeout(Duration::from_millis(50));
+    let _held = StoreLock::acquire(
+        &t.path().join("lock"),
+        Duration::from_secs(1),
+        "pid 4242 (strata apply-diff x)",
+    )
+    .unwrap();
+    let err = store.lock().err().unwrap().to_string();
+    assert!(err.contains("pid 4242 (strata apply-diff x)"), "{err}");
+}
