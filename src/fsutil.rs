@@ -115,6 +115,46 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     remove_tree_at(pfd.as_fd(), name)
 }
 
+/// Opens the regular file at `path` beneath `dir` for reading, without following any symlink
+/// and without ever opening anything that is not a regular file: the object is first pinned
+/// with `O_PATH`, its type checked, and only then reopened through `/proc/self/fd` (so a
+/// device or fifo swapped in by a running container is never opened).
+pub fn open_regular_beneath(dir: BorrowedFd<'_>, path: &OsStr) -> io::Result<std::fs::File> {
+    use rustix::fs::{fstat, openat2, ResolveFlags};
+    let pinned = openat2(
+        dir,
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV,
+    )?;
+    let st = fstat(&pinned)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+    let fd = openat(
+        CWD,
+        proc.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let again = fstat(&fd)?;
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(io::Error::new(
+            io::ErrorKind::Other,
+            "file changed while being opened",
+        ));
+    }
+    Ok(std::fs::File::from(fd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,8 @@ backend_tests!(
     failed_apply_invalid_entry_changes_nothing,
     failed_apply_garbage_changes_nothing,
     hostile_tar_stays_inside_layer,
+    diff_of_unmodified_applied_layer_is_byte_identical,
+    writable_get_ends_exact_reexport,
 );
 
 /// A tar with a spread of entry kinds and sizes; returns it and the sum of its regular-file
@@ -642,4 +644,58 @@ fn hostile_tar_stays_inside_layer(backend: &str) {
             "{what}: /etc/passwd gained a hard link"
         );
     }
+}
+
+/// `diff` of a layer that was only applied reproduces the applied (uncompressed) tar byte for
+/// byte, whatever its oddities: vendor PAX records, the same name twice, a file added then
+/// whited out, trailing bytes after the end-of-archive marker; compressed input too.
+fn diff_of_unmodified_applied_layer_is_byte_identical(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    let (base, _) = sample_tar(11);
+    s.create("base", None);
+    s.apply_diff("base", None, &gzip(&base));
+    assert_eq!(s.diff("base", None), base, "base layer re-export");
+    let mut t = TarBuilder::new();
+    t.pax(&[
+        ("MSWINDOWS.rawsd", b"AQAEgBQ="),
+        ("LIBARCHIVE.creationtime", b"1600000000.25"),
+    ]);
+    t.file("vendor", b"vendor records kept", Meta::mode(0o644));
+    t.file("twice", b"first", Meta::mode(0o644));
+    t.file("twice", b"second, longer", Meta::mode(0o600));
+    t.file("fleeting", b"added then deleted", Meta::mode(0o644));
+    t.whiteout("fleeting");
+    let mut layer = t.finish();
+    layer.extend_from_slice(&[0u8; 2048]);
+    layer.extend_from_slice(b"trailing bytes are part of the diffID");
+    s.create("top", Some("base"));
+    s.apply_diff("top", Some("base"), &zstd(&layer));
+    assert_eq!(s.diff("top", None), layer, "top layer re-export");
+    assert_eq!(s.diff("top", Some("base")), layer, "explicit own parent");
+    let status = s.ok(["status"]);
+    assert!(!status.is_empty());
+}
+
+/// A layer served writable may have changed: `diff` then compares trees instead.
+fn writable_get_ends_exact_reexport(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    let (base, _) = sample_tar(12);
+    s.create("base", None);
+    s.apply_diff("base", None, &base);
+    let mut t = TarBuilder::new();
+    t.file("added", b"through apply", Meta::mode(0o644));
+    let layer = t.finish();
+    s.create("top", Some("base"));
+    s.apply_diff("top", None, &layer);
+    let mnt = s.get("top");
+    write_file(&mnt, "written-through-get", b"new", 0o644);
+    s.put("top");
+    let names: Vec<String> = list_tar(&s.diff("top", None))
+        .into_iter()
+        .map(|e| norm(&e.path))
+        .collect();
+    assert!(
+        names.contains(&"added".to_string()) && names.contains(&"written-through-get".to_string()),
+        "{names:?}"
+    );
 }

@@ -19,6 +19,7 @@ pub mod export;
 pub mod fsmeta;
 pub mod name;
 pub mod pipe;
+pub mod tarsplit;
 pub mod tarstream;
 mod walk;
 

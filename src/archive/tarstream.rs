@@ -107,6 +107,11 @@ pub struct TarReader<R> {
     padding: u64,
     current: Vec<u8>,
     done: bool,
+    /// Whether bytes that are not claimed file content are kept for [`TarReader::take_meta`].
+    recording: bool,
+    meta: Vec<u8>,
+    /// Whether the current entry's payload belongs to the caller (not recorded as meta).
+    claimed: bool,
 }
 
 /// Records from one PAX header that strata interprets.
@@ -238,7 +243,27 @@ impl<R: Read> TarReader<R> {
             padding: 0,
             current: Vec::new(),
             done: false,
+            recording: false,
+            meta: Vec::new(),
+            claimed: false,
         }
+    }
+
+    /// Keeps every byte that is not claimed file content (headers, extension records,
+    /// padding, end-of-archive blocks), for exact re-export.
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    /// Takes the non-content bytes read since the last call.
+    pub fn take_meta(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.meta)
+    }
+
+    /// Declares that the current entry's payload is the caller's (it will be stored as file
+    /// content, so a recording references it instead of copying it).
+    pub fn claim_payload(&mut self) {
+        self.claimed = true;
     }
 
     /// Bytes consumed so far.
@@ -280,6 +305,9 @@ impl<R: Read> TarReader<R> {
             }
         }
         self.account(got as u64)?;
+        if self.recording {
+            self.meta.extend_from_slice(&buf[..got]);
+        }
         if got == 0 {
             return Ok(false);
         }
@@ -361,6 +389,9 @@ impl<R: Read> TarReader<R> {
             return Err(self.truncated());
         }
         self.account(n as u64)?;
+        if self.recording && !self.claimed {
+            self.meta.extend_from_slice(&buf[..n]);
+        }
         self.remaining -= n as u64;
         Ok(n)
     }
@@ -393,6 +424,7 @@ impl<R: Read> TarReader<R> {
             return Ok(None);
         }
         self.skip_payload()?;
+        self.claimed = false;
         self.current.clear();
         let mut pax: Option<Pax> = None;
         let mut long_name: Option<Vec<u8>> = None;
@@ -599,12 +631,21 @@ impl<R: Read> TarReader<R> {
 
     /// After the end-of-archive marker: reads the rest of the stream (so that a compressed
     /// stream's checksum is verified and a digest covers every byte) and returns the input.
-    pub fn finish(mut self) -> Result<R, Error> {
+    /// When recording, the pending meta bytes and then the trailing bytes go to `sink`.
+    pub fn finish(mut self, sink: &mut dyn FnMut(&[u8])) -> Result<R, Error> {
+        if self.recording {
+            sink(&std::mem::take(&mut self.meta));
+        }
         let mut buf = [0u8; 8192];
         loop {
             match self.r.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => self.account(n as u64)?,
+                Ok(n) => {
+                    self.account(n as u64)?;
+                    if self.recording {
+                        sink(&buf[..n]);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(Error::io(
@@ -754,7 +795,7 @@ mod tests {
             }
             out.push((h, data));
         }
-        r.finish()?;
+        r.finish(&mut |_| {})?;
         Ok(out)
     }
 

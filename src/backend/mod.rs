@@ -35,6 +35,9 @@ pub trait Backend: Send + Sync {
         false
     }
 
+    /// The directory holding the layer's own content (vfs: its whole tree; overlay: `diff/`).
+    fn content_dir(&self, store: &Store, id: &str) -> PathBuf;
+
     /// Lays out a new layer inside `dir`, a fresh staging directory.
     fn create(&self, store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()>;
 

@@ -110,6 +110,10 @@ impl Backend for Overlay {
         "overlay"
     }
 
+    fn content_dir(&self, store: &Store, id: &str) -> PathBuf {
+        Self::diff(store, id)
+    }
+
     fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
         if chain.len() > MAX_DEPTH {
             return Err(Error::Unsupported(format!(

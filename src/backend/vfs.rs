@@ -57,6 +57,10 @@ impl Backend for Vfs {
         "vfs"
     }
 
+    fn content_dir(&self, store: &Store, id: &str) -> PathBuf {
+        Self::fs_dir(store, id)
+    }
+
     fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
         if chain.len() == 1 {
             mkdir_mode(&dir.join("fs"), 0o755)?;

@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::{Graph, Mounted};
-use crate::archive::{changes, export, pipe, Change};
+use crate::archive::{changes, export, pipe, tarsplit, Change};
 use crate::driver::DiffStream;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
@@ -57,6 +57,28 @@ pub(super) fn export(graph: &Graph, id: &str, base: Option<&str>) -> Result<Diff
                 .map_err(|e| std::io::Error::other(format!("exporting layer {layer:?}: {e}")));
             drop(fd);
             drop(mount);
+            writer.finish(outcome);
+        })
+        .ctx(|| "starting the export thread".into())?;
+    Ok(Box::new(reader))
+}
+
+/// The applied tar, reassembled from the layer's tar-split record (no mount needed). The
+/// layer is held busy (shared) while the stream is read, so it cannot be removed meanwhile.
+pub(super) fn exact(graph: &Graph, id: &str) -> Result<DiffStream> {
+    let store = graph.store();
+    let guard = store.busy_guard(id, false, "exact diff")?;
+    let layer_dir = store.layer_dir(id);
+    let content = graph.backend().content_dir(store, id);
+    let root = fsutil::open_dir(&content).ctx(|| format!("opening {}", content.display()))?;
+    let (mut writer, reader) = pipe::pipe();
+    let layer = id.to_string();
+    std::thread::Builder::new()
+        .name(format!("exact-{id}"))
+        .spawn(move || {
+            let outcome = tarsplit::reassemble(&layer_dir, root.as_fd(), &mut writer)
+                .map_err(|e| std::io::Error::other(format!("re-exporting layer {layer:?}: {e}")));
+            drop(guard);
             writer.finish(outcome);
         })
         .ctx(|| "starting the export thread".into())?;

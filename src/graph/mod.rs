@@ -256,6 +256,8 @@ impl Graph {
             format: target.format,
             lowers: target.lowers.clone(),
             limits,
+            // Only an apply onto a pristine layer can be reproduced exactly.
+            record_into: (rec.generation == 0 && !rec.dirty).then(|| staging.path().to_path_buf()),
         };
         let stats = apply::apply(root.as_fd(), input, &opts).map_err(|source| Error::Apply {
             layer: id.to_string(),
@@ -274,7 +276,7 @@ impl Graph {
                 what: "another apply committed first".into(),
             });
         }
-        l.commit_apply(&staging, &now, stats.size)?;
+        l.commit_apply(&staging, &now, stats.size, opts.record_into.is_some())?;
         drop(l);
         info!(
             layer = id,
@@ -406,6 +408,11 @@ impl Driver for Graph {
             };
             rec.refs = 1;
             rec.mount = Some(state.clone());
+            if !state.readonly {
+                // Anything may change through a writable mount: no exact re-export any more.
+                rec.dirty = true;
+                rec.exact = false;
+            }
             if let Err(e) = l.db().write(|w| w.put(&rec)) {
                 let _ = self.backend().unmount(store, &rec, &state);
                 return Err(e);
@@ -480,6 +487,10 @@ impl Driver for Graph {
 
     fn diff(&self, id: &str, parent: Option<&str>) -> Result<DiffStream> {
         let base = self.base_of(id, parent)?;
+        let rec = self.store().record(id)?;
+        if rec.exact && base == rec.parent {
+            return diff::exact(self, id);
+        }
         diff::export(self, id, base.as_deref())
     }
 
@@ -503,6 +514,8 @@ impl Driver for Graph {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        Capabilities {
+            reproduces_exact_diffs: true,
+        }
     }
 }

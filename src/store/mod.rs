@@ -394,11 +394,16 @@ impl Locked<'_> {
         staging: &Staging,
         rec: &LayerRecord,
         size: u64,
+        exact: bool,
     ) -> Result<LayerRecord> {
         let db = self.db();
         let generation = rec.generation + 1;
         let mut pending = rec.clone();
-        pending.pending = Some(PendingApply { generation, size });
+        pending.pending = Some(PendingApply {
+            generation,
+            size,
+            exact,
+        });
         db.write(|w| w.put(&pending))?;
         let target = self.store.layer_dir(&rec.id);
         if let Err(e) = renameat_with(CWD, &staging.path, CWD, &target, RenameFlags::EXCHANGE) {
@@ -412,6 +417,8 @@ impl Locked<'_> {
         done.generation = generation;
         done.size = Some(size);
         done.pending = None;
+        done.exact = exact;
+        done.dirty = false;
         if let Err(e) = db.write(|w| w.put(&done)) {
             // Put the old content back so record and directory agree again.
             if renameat_with(CWD, &staging.path, CWD, &target, RenameFlags::EXCHANGE).is_ok() {
@@ -497,6 +504,8 @@ impl Locked<'_> {
                     info!(id = %rec.id, "rolling an interrupted apply forward");
                     fixed.generation = p.generation;
                     fixed.size = Some(p.size);
+                    fixed.exact = p.exact;
+                    fixed.dirty = false;
                 } else {
                     info!(id = %rec.id, "rolling an interrupted apply back");
                 }

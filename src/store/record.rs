@@ -43,6 +43,9 @@ pub struct PendingApply {
     pub generation: u64,
     /// Size the apply reported.
     pub size: u64,
+    /// Whether the apply recorded an exact tar-split.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 /// Everything the store knows about one layer.
@@ -76,6 +79,13 @@ pub struct LayerRecord {
     /// Set while an apply is being swapped into place.
     #[serde(default)]
     pub pending: Option<PendingApply>,
+    /// The layer holds exactly what one recorded apply wrote onto a pristine layer, so its
+    /// tar-split record reproduces the applied tar byte for byte.
+    #[serde(default)]
+    pub exact: bool,
+    /// The layer has been served writable: its content may differ from what applies wrote.
+    #[serde(default)]
+    pub dirty: bool,
 }
 
 impl LayerRecord {
@@ -96,6 +106,8 @@ impl LayerRecord {
             size: None,
             generation: 0,
             pending: None,
+            exact: false,
+            dirty: false,
         }
     }
 }

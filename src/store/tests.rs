@@ -110,11 +110,13 @@ fn interrupted_apply_rolls_forward_or_back() {
         fwd.pending = Some(PendingApply {
             generation: 1,
             size: 640,
+            exact: true,
         });
         // Died before the exchange: the directory still has the old generation (none).
         back.pending = Some(PendingApply {
             generation: 1,
             size: 99,
+            exact: true,
         });
         store
             .db()
@@ -127,11 +129,14 @@ fn interrupted_apply_rolls_forward_or_back() {
     let store = open(t.path());
     let fwd = store.record("fwd").unwrap();
     assert_eq!(
-        (fwd.generation, fwd.size, fwd.pending),
-        (1, Some(640), None)
+        (fwd.generation, fwd.size, fwd.pending, fwd.exact),
+        (1, Some(640), None, true)
     );
     let back = store.record("back").unwrap();
-    assert_eq!((back.generation, back.size, back.pending), (0, None, None));
+    assert_eq!(
+        (back.generation, back.size, back.pending, back.exact),
+        (0, None, None, false)
+    );
 }
 
 #[test]

@@ -62,6 +62,7 @@ use self::tree::{is_whiteout, lower_lookup, Dir, Lower, Tree, OPAQUE_XATTR};
 use super::compress;
 use super::fsmeta::{self, Meta};
 use super::name;
+use super::tarsplit::Recorder;
 use super::tarstream::{Header, Kind, Limits, TarReader};
 use super::{Error, Rule};
 use crate::fsutil;
@@ -84,6 +85,8 @@ pub struct ApplyOptions {
     pub lowers: Vec<PathBuf>,
     /// Resource limits.
     pub limits: Limits,
+    /// Record the stream for exact re-export into this directory (see [`super::tarsplit`]).
+    pub record_into: Option<PathBuf>,
 }
 
 impl Default for ApplyOptions {
@@ -92,6 +95,7 @@ impl Default for ApplyOptions {
             format: Format::Naive,
             lowers: Vec::new(),
             limits: Limits::default(),
+            record_into: None,
         }
     }
 }
@@ -132,6 +136,10 @@ fn run(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions) -> Result<Ap
     let root = root
         .try_clone_to_owned()
         .map_err(|e| Error::io("duplicating the root fd", e))?;
+    let rec = match &opts.record_into {
+        Some(dir) => Some(Recorder::create(dir, root.as_fd())?),
+        None => None,
+    };
     let tree =
         match opts.format {
             Format::Naive => Tree::naive(root)?,
@@ -151,16 +159,39 @@ fn run(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions) -> Result<Ap
         dir_times: Vec::new(),
         buf: vec![0u8; 256 * 1024],
         stats: ApplyStats::default(),
+        rec,
     };
     let mut tr = TarReader::new(input, opts.limits);
+    tr.set_recording(a.rec.is_some());
     while let Some(h) = tr.next_entry()? {
+        if let Some(r) = &mut a.rec {
+            r.meta(&tr.take_meta())?;
+        }
         a.stats.entries += 1;
         a.stats.size += h.size;
         a.entry(&h, &mut tr)?;
     }
     a.finish()?;
     a.stats.bytes = tr.position();
-    tr.finish()?;
+    let mut failed = None;
+    match &mut a.rec {
+        Some(r) => {
+            tr.finish(&mut |b| {
+                if failed.is_none() {
+                    failed = r.meta(b).err();
+                }
+            })?;
+        }
+        None => {
+            tr.finish(&mut |_| {})?;
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Some(r) = a.rec.take() {
+        r.finish()?;
+    }
     Ok(a.stats)
 }
 
@@ -172,6 +203,8 @@ struct Applier {
     dir_times: Vec<(Vec<u8>, Meta)>,
     buf: Vec<u8>,
     stats: ApplyStats,
+    /// The tar-split recorder, when recording for exact re-export.
+    rec: Option<Recorder>,
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -277,15 +310,35 @@ impl Applier {
             Err(Errno::NOENT) => return Ok(false),
             Err(e) => return Err(sys(h, "inspecting the existing entry", e)),
         };
-        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        self.remove(h, dir, name, is_dir)?;
+        Ok(true)
+    }
+
+    /// Removes `dir/name`, first moving payloads this layer recorded there out of the way.
+    fn remove(&mut self, h: &Header, dir: &Dir, name: &[u8], is_dir: bool) -> Result<(), Error> {
+        if let Some(r) = &mut self.rec {
+            if r.preserve(dir.fd.as_fd(), dir.key, name, is_dir)? {
+                return Ok(());
+            }
+        }
+        if is_dir {
             fsutil::remove_tree_at(dir.fd.as_fd(), os(name))
                 .map_err(|e| sys(h, "removing the existing directory", e))?;
-            self.tree.invalidate();
+            self.invalidate();
         } else {
             unlinkat(dir.fd.as_fd(), os(name), AtFlags::empty())
                 .map_err(|e| sys(h, "removing the existing entry", e))?;
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Forgets resolved directories (after removals, or when opaque markers change merging).
+    fn invalidate(&mut self) {
+        self.tree.invalidate();
+        if let Some(r) = &mut self.rec {
+            r.forget_dirs();
+        }
     }
 
     fn regular<R: Read>(
@@ -304,6 +357,7 @@ impl Applier {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| sys(h, "creating the file", e))?;
+        tr.claim_payload();
         let mut file = std::fs::File::from(fd);
         loop {
             let n = tr.read_payload(&mut self.buf)?;
@@ -316,6 +370,9 @@ impl Applier {
         fsmeta::set_fd(file.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?;
         fsmeta::set_times_fd(file.as_fd(), meta.atime, meta.mtime)
             .map_err(|e| sys(h, "setting times", e))?;
+        if let Some(r) = &mut self.rec {
+            r.file(&h.name, h.size, dir.fd.as_fd(), dir.key, name)?;
+        }
         Ok(())
     }
 
@@ -356,7 +413,7 @@ impl Applier {
         if opaque {
             fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(|e| sys(h, "marking the directory opaque", e))?;
-            self.tree.invalidate();
+            self.invalidate();
         }
         self.dir_times.push((name::join(comps), meta.clone()));
         Ok(())
@@ -626,9 +683,8 @@ impl Applier {
             .tree
             .dir(parent, true, &h.name)?
             .ok_or_else(|| fail(h, Rule::Io, "parent directory vanished"))?;
-        let removed = self.remove_existing(h, &dir, target)?;
-        if removed {
-            self.tree.invalidate();
+        if self.remove_existing(h, &dir, target)? {
+            self.invalidate();
         }
         if self.tree.is_overlay() && !matches!(self.lower(h, &dir, target)?, Lower::Absent) {
             mknodat(
@@ -639,7 +695,7 @@ impl Applier {
                 0,
             )
             .map_err(|e| sys(h, "creating the whiteout device", e))?;
-            self.tree.invalidate();
+            self.invalidate();
         }
         Ok(())
     }
@@ -665,17 +721,16 @@ impl Applier {
             if n == b"." || n == b".." || self.unpacked.contains(&(dir.key, n.to_vec())) {
                 continue;
             }
-            doomed.push(n.to_vec());
+            doomed.push((n.to_vec(), entry.file_type() == FileType::Directory));
         }
-        for n in doomed {
-            fsutil::remove_tree_at(fd.as_fd(), os(&n))
-                .map_err(|e| sys(h, "emptying the opaque directory", e))?;
+        for (n, is_dir) in doomed {
+            self.remove(h, &dir, &n, is_dir)?;
         }
         if self.tree.is_overlay() {
             fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(|e| sys(h, "marking the directory opaque", e))?;
         }
-        self.tree.invalidate();
+        self.invalidate();
         Ok(())
     }
 

@@ -574,3 +574,152 @@ fn overlay_escapes_through_lower_symlinks_stay_in_root() {
     assert_eq!(fs::read(landed).unwrap(), b"pwned");
     assert_eq!(fs::read(diff.join("victim/hello")).unwrap(), b"pwned");
 }
+
+/// Applies `tar` recording a tar-split beside `root`, then reassembles it.
+fn roundtrip(root: &Path, meta: &Path, tar: &[u8], opts: &ApplyOptions) -> Vec<u8> {
+    fs::create_dir_all(meta).unwrap();
+    let opts = ApplyOptions {
+        record_into: Some(meta.to_path_buf()),
+        ..opts.clone()
+    };
+    let fd = fsutil::open_dir(root).unwrap();
+    let mut input: &[u8] = tar;
+    apply(fd.as_fd(), &mut input, &opts).unwrap();
+    let mut out = Vec::new();
+    super::super::tarsplit::reassemble(meta, fd.as_fd(), &mut out).unwrap();
+    out
+}
+
+#[test]
+fn exact_reexport_of_ordinary_and_pathological_tars() {
+    let e = Env::new();
+    let long = format!(
+        "deep/{}/file-with-a-long-name-{}",
+        "d".repeat(120),
+        "x".repeat(60)
+    );
+    let mut t = T::new();
+    t.dir("a/")
+        .file("a/one", b"first version")
+        .file("a/one", b"second, longer version");
+    t.file("gone", b"added then whited out")
+        .file(".wh.gone", b"");
+    t.dir("tree/")
+        .file("tree/inner", b"inside a dir that gets replaced")
+        .file("tree", b"now a file");
+    t.file("orig", b"linked")
+        .hardlink("link", "orig")
+        .file("orig", b"replaced; link keeps old bytes");
+    t.file(&long, b"long name via GNU");
+    t.pax(&[
+        ("path", b"pax/named/entry"),
+        ("mtime", b"1700000000.123456789"),
+        ("SCHILY.xattr.user.a", b"1"),
+    ]);
+    t.file("ignored-name", b"pax payload");
+    t.pax(&[(
+        "MSWINDOWS.rawsd",
+        b"AQAEgBQAAAAkAAAAAAAAADAAAAABAgAAAAAABSAAAAAgAgAA",
+    )]);
+    t.file("vendor-records", b"kept verbatim");
+    let mut tar = t.bytes();
+    tar.extend_from_slice(&[0u8; 5 * 512]);
+    tar.extend_from_slice(b"trailing junk after the archive");
+    let meta = e._tmp.path().join("meta");
+    assert_eq!(
+        roundtrip(&e.root, &meta, &tar, &ApplyOptions::default()),
+        tar
+    );
+    assert_eq!(fs::read(e.p("link")).unwrap(), b"linked");
+    // gzip input re-exports as the uncompressed stream (the diffID).
+    let e2 = Env::new();
+    let gz = {
+        use std::io::Write;
+        let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        w.write_all(&tar).unwrap();
+        w.finish().unwrap()
+    };
+    assert_eq!(
+        roundtrip(
+            &e2.root,
+            &e2._tmp.path().join("m"),
+            &gz,
+            &ApplyOptions::default()
+        ),
+        tar
+    );
+}
+
+#[test]
+fn exact_reexport_in_overlay_format() {
+    let (e, lower, diff) = overlay_env();
+    let mut t = T::new();
+    t.file("bin/tool", b"through the lower symlink")
+        .file("etc/.wh.passwd", b"");
+    t.dir("etc/conf.d/")
+        .file("etc/conf.d/.wh..wh..opq", b"")
+        .file("etc/conf.d/n", b"new");
+    let tar = t.bytes();
+    let meta = e._tmp.path().join("meta");
+    assert_eq!(roundtrip(&diff, &meta, &tar, &overlay_opts(&lower)), tar);
+}
+
+#[test]
+fn exact_reexport_of_a_windows_layer() {
+    // Files/, Hives/, MSWINDOWS.* records, type-only modes, backslash junction targets.
+    let e = Env::new();
+    let mut t = T::new();
+    t.pax(&[
+        ("MSWINDOWS.fileattr", b"16"),
+        ("MSWINDOWS.rawsd", b"AQAUhA=="),
+    ]);
+    t.raw("Files", tar::EntryType::Directory, 0, None, b"");
+    t.raw("Hives", tar::EntryType::Directory, 0, None, b"");
+    t.pax(&[
+        ("MSWINDOWS.fileattr", b"32"),
+        ("LIBARCHIVE.creationtime", b"1600000000.5"),
+    ]);
+    t.raw(
+        "Files/Windows/System32/cmd.exe",
+        tar::EntryType::Regular,
+        0,
+        None,
+        b"MZ binary",
+    );
+    t.raw(
+        "Files/Windows/System32/cmd.exe:Zone.Identifier",
+        tar::EntryType::Regular,
+        0,
+        None,
+        b"[ZoneTransfer]",
+    );
+    t.pax(&[("MSWINDOWS.mountpoint", b"1")]);
+    t.raw(
+        "Files/Documents and Settings",
+        tar::EntryType::Symlink,
+        0,
+        Some("C:\\Users"),
+        b"",
+    );
+    t.raw(
+        "Files/Windows/System32/cmd2.exe",
+        tar::EntryType::Link,
+        0o644,
+        Some("Files/Windows/System32/cmd.exe"),
+        b"",
+    );
+    t.raw(
+        "Hives/System_Delta",
+        tar::EntryType::Regular,
+        0,
+        None,
+        b"regf",
+    );
+    t.raw("Files/.wh.oldfile", tar::EntryType::Regular, 0, None, b"");
+    let tar = t.bytes();
+    let meta = e._tmp.path().join("meta");
+    assert_eq!(
+        roundtrip(&e.root, &meta, &tar, &ApplyOptions::default()),
+        tar
+    );
+}
