@@ -147,10 +147,7 @@ pub fn open_regular_beneath(dir: BorrowedFd<'_>, path: &OsStr) -> io::Result<std
     )?;
     let again = fstat(&fd)?;
     if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            "file changed while being opened",
-        ));
+        return Err(io::Error::other("file changed while being opened"));
     }
     Ok(std::fs::File::from(fd))
 }

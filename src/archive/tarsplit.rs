@@ -215,11 +215,10 @@ impl Recorder {
                     .map_err(|e| Error::io(format!("opening {}", p.display()), e))?,
             );
         }
-        Ok(self
-            .blobs
+        self.blobs
             .as_ref()
             .map(|b| b.as_fd())
-            .ok_or_else(|| corrupt("no blob directory"))?)
+            .ok_or_else(|| corrupt("no blob directory"))
     }
 
     fn move_to_blob(
