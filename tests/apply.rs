@@ -24,6 +24,7 @@ backend_tests!(
     hostile_tar_stays_inside_layer,
     diff_of_unmodified_applied_layer_is_byte_identical,
     writable_get_ends_exact_reexport,
+    digest_is_verified_before_commit,
 );
 
 /// A tar with a spread of entry kinds and sizes; returns it and the sum of its regular-file
@@ -698,4 +699,30 @@ fn writable_get_ends_exact_reexport(backend: &str) {
         names.contains(&"added".to_string()) && names.contains(&"written-through-get".to_string()),
         "{names:?}"
     );
+}
+
+/// `--digest` is checked over the whole uncompressed stream before the layer is committed; a
+/// mismatch leaves the layer exactly as before.
+fn digest_is_verified_before_commit(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    let (tar, _) = sample_tar(13);
+    let hex: String = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&tar)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    s.create("good", None);
+    s.ok_stdin(
+        ["apply-diff", "good", "--digest", &format!("sha256:{hex}")],
+        &gzip(&tar),
+    );
+    s.create("bad", None);
+    let before = s.snapshot("bad");
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    let err = s.fail_stdin(["apply-diff", "bad", "--digest", &wrong], &gzip(&tar));
+    assert_mentions(&err, "digest", "digest mismatch error");
+    assert_mentions(&err, &hex, "digest mismatch error");
+    assert_trees_eq(&before, &s.snapshot("bad"), "layer after a digest mismatch");
 }

@@ -14,6 +14,7 @@ pub mod apply;
 pub mod changes;
 pub mod compress;
 pub mod copy;
+pub mod digest;
 mod error;
 pub mod export;
 pub mod fsmeta;

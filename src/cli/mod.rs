@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use strata::graph::{Graph, GraphConfig};
+use strata::graph::{ApplyParams, Graph, GraphConfig};
 use strata::{CreateOpts, Driver};
 
 /// A container layer store for Linux.
@@ -92,6 +92,16 @@ enum Command {
         /// Expected parent of the layer.
         #[arg(long)]
         parent: Option<String>,
+        /// Digest of the uncompressed stream (the diffID), e.g. sha256:<hex>; checked
+        /// before the layer is committed.
+        #[arg(long)]
+        digest: Option<String>,
+        /// Largest uncompressed layer accepted, e.g. 20G [default: 1T].
+        #[arg(long, value_name = "SIZE")]
+        max_bytes: Option<String>,
+        /// Most entries accepted [default: 10000000].
+        #[arg(long, value_name = "N")]
+        max_entries: Option<u64>,
         /// Tar file (default: stdin).
         file: Option<PathBuf>,
     },
@@ -199,15 +209,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::ApplyDiff {
             id,
             parent: p,
+            digest,
+            max_bytes,
+            max_entries,
             file,
         } => {
+            let mut limits = strata::archive::tarstream::Limits::default();
+            if let Some(b) = max_bytes {
+                limits.max_bytes = strata::units::ram_in_bytes(b)?;
+            }
+            if let Some(n) = max_entries {
+                limits.max_entries = *n;
+            }
+            let params = ApplyParams {
+                limits: Some(limits),
+                digest: digest.clone(),
+            };
             let size = match file {
                 Some(f) => {
                     let mut fh = std::fs::File::open(f)
                         .with_context(|| format!("opening {}", f.display()))?;
-                    graph.apply_diff(id, parent(p), &mut fh)?
+                    graph.apply_diff_with(id, parent(p), &mut fh, &params)?
                 }
-                None => graph.apply_diff(id, parent(p), &mut io::stdin())?,
+                None => graph.apply_diff_with(id, parent(p), &mut io::stdin(), &params)?,
             };
             writeln!(out, "{size}")?;
         }

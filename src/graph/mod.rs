@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use crate::archive::apply::{self, ApplyOptions};
+use crate::archive::digest::Expected;
 use crate::archive::tarstream::Limits;
 use crate::backend::{self, Backend};
 use crate::driver::{Capabilities, Change, CreateOpts, DiffStream, Driver};
@@ -51,6 +52,15 @@ impl GraphConfig {
             limits: Limits::default(),
         }
     }
+}
+
+/// Per-call settings of an apply.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyParams {
+    /// Limits for this layer (default: the graph's).
+    pub limits: Option<Limits>,
+    /// Digest the uncompressed stream must have (`sha256:<hex>`), checked before commit.
+    pub digest: Option<String>,
 }
 
 /// One layer, as listed by [`Graph::list`].
@@ -206,15 +216,25 @@ impl Graph {
         Ok(())
     }
 
-    /// Applies a layer tar with explicit options; [`Driver::apply_diff`] uses the graph's.
+    /// Applies a layer tar with per-call settings; [`Driver::apply_diff`] uses the graph's.
     pub fn apply_diff_with(
         &self,
         id: &str,
         parent: Option<&str>,
         input: &mut (dyn Read + Send),
-        limits: Limits,
+        params: &ApplyParams,
     ) -> Result<u64> {
         id::validate(id)?;
+        let digest = params
+            .digest
+            .as_deref()
+            .map(Expected::parse)
+            .transpose()
+            .map_err(|reason| Error::InvalidOption {
+                key: "digest".into(),
+                reason,
+            })?;
+        let limits = params.limits.unwrap_or(self.inner.limits);
         let store = self.store();
         let rec = store.record(id)?;
         if let Some(p) = parent {
@@ -258,6 +278,7 @@ impl Graph {
             limits,
             // Only an apply onto a pristine layer can be reproduced exactly.
             record_into: (rec.generation == 0 && !rec.dirty).then(|| staging.path().to_path_buf()),
+            digest,
         };
         let stats = apply::apply(root.as_fd(), input, &opts).map_err(|source| Error::Apply {
             layer: id.to_string(),
@@ -505,7 +526,7 @@ impl Driver for Graph {
         parent: Option<&str>,
         diff: &mut (dyn Read + Send),
     ) -> Result<u64> {
-        self.apply_diff_with(id, parent, diff, self.inner.limits)
+        self.apply_diff_with(id, parent, diff, &ApplyParams::default())
     }
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {

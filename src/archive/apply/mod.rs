@@ -59,11 +59,11 @@ use rustix::io::Errno;
 use tracing::debug;
 
 use self::tree::{is_whiteout, lower_lookup, Dir, Lower, Tree, OPAQUE_XATTR};
-use super::compress;
 use super::fsmeta::{self, Meta};
 use super::name;
 use super::tarsplit::Recorder;
 use super::tarstream::{Header, Kind, Limits, TarReader};
+use super::{compress, digest};
 use super::{Error, Rule};
 use crate::fsutil;
 
@@ -87,6 +87,8 @@ pub struct ApplyOptions {
     pub limits: Limits,
     /// Record the stream for exact re-export into this directory (see [`super::tarsplit`]).
     pub record_into: Option<PathBuf>,
+    /// Digest the uncompressed stream must have (checked before the apply succeeds).
+    pub digest: Option<digest::Expected>,
 }
 
 impl Default for ApplyOptions {
@@ -96,6 +98,7 @@ impl Default for ApplyOptions {
             lowers: Vec::new(),
             limits: Limits::default(),
             record_into: None,
+            digest: None,
         }
     }
 }
@@ -122,12 +125,23 @@ pub fn apply(
     input: &mut (dyn Read + Send),
     opts: &ApplyOptions,
 ) -> Result<ApplyStats, Error> {
-    let (compression, mut decoded) = compress::decoder(Box::new(input))?;
+    let (compression, decoded) = compress::decoder(Box::new(input))?;
+    let mut hashing = digest::HashingReader::new(decoded, opts.digest.as_ref().map(|d| d.hasher()));
     let (writer, pipe) = super::pipe::pipe();
-    let mut stats = std::thread::scope(|s| {
-        s.spawn(move || writer.copy_from(&mut decoded));
-        run(root, pipe, opts)
-    })?;
+    let (stats, actual) = std::thread::scope(|s| {
+        let producer = s.spawn(move || {
+            writer.copy_from(&mut hashing);
+            hashing.finish()
+        });
+        let stats = run(root, pipe, opts);
+        (stats, producer.join())
+    });
+    let mut stats = stats?;
+    if let Some(expected) = &opts.digest {
+        // The consumer read to the end of the stream, so the producer hashed every byte.
+        let actual = actual.ok().flatten().unwrap_or_default();
+        expected.check(&actual)?;
+    }
     stats.compression = Some(compression);
     Ok(stats)
 }
