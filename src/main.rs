@@ -3,5 +3,12 @@
 mod cli;
 
 fn main() {
+    // The confined apply helper must take over before anything starts a thread.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(3).collect();
+    if args.len() == 3 && args[1] == strata::archive::confined::HELPER_ARG {
+        std::process::exit(strata::archive::confined::helper_main(
+            &args[2].to_string_lossy(),
+        ));
+    }
     std::process::exit(cli::main());
 }

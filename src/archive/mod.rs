@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod changes;
 pub mod compress;
+pub mod confined;
 pub mod copy;
 pub mod digest;
 mod error;

@@ -33,6 +33,10 @@ struct Cli {
     /// Print status, metadata, ls and changes as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Apply layers in a confined helper process (read-only mount namespace except the
+    /// layer being written).
+    #[arg(long, env = "STRATA_CONFINED_APPLY", global = true)]
+    confined_apply: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -176,6 +180,9 @@ fn run(cli: Cli) -> Result<()> {
     let mut config = GraphConfig::new(&cli.root);
     config.driver = cli.driver.clone();
     config.options = cli.opt.clone();
+    if cli.confined_apply {
+        config.apply_helper = Some(std::env::current_exe().context("locating the strata binary")?);
+    }
     let graph = Graph::open(config)?;
     let out = &mut io::stdout().lock();
     match &cli.command {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use crate::archive::apply::{self, ApplyOptions};
+use crate::archive::confined::{self, Job};
 use crate::archive::digest::Expected;
 use crate::archive::tarstream::Limits;
 use crate::backend::{self, Backend};
@@ -39,6 +40,9 @@ pub struct GraphConfig {
     pub durable: bool,
     /// Limits for applied layers.
     pub limits: Limits,
+    /// Run applies in a confined helper process started from this binary (see
+    /// [`crate::archive::confined`]); `None` applies in-process.
+    pub apply_helper: Option<PathBuf>,
 }
 
 impl GraphConfig {
@@ -50,6 +54,7 @@ impl GraphConfig {
             options: Vec::new(),
             durable: true,
             limits: Limits::default(),
+            apply_helper: None,
         }
     }
 }
@@ -86,6 +91,7 @@ struct Inner {
     options: DriverOptions,
     durable: bool,
     limits: Limits,
+    apply_helper: Option<PathBuf>,
 }
 
 /// The strata driver. Cheap to clone; clones share one store.
@@ -123,6 +129,7 @@ impl Graph {
                 options,
                 durable: config.durable,
                 limits: config.limits,
+                apply_helper: config.apply_helper,
             }),
         })
     }
@@ -280,7 +287,14 @@ impl Graph {
             record_into: (rec.generation == 0 && !rec.dirty).then(|| staging.path().to_path_buf()),
             digest,
         };
-        let stats = apply::apply(root.as_fd(), input, &opts).map_err(|source| Error::Apply {
+        let stats = match &self.inner.apply_helper {
+            Some(exe) => {
+                let job = Job::new(&target.root, &opts, vec![staging.path().to_path_buf()]);
+                confined::run_in_helper(exe, &job, input)
+            }
+            None => apply::apply(root.as_fd(), input, &opts),
+        }
+        .map_err(|source| Error::Apply {
             layer: id.to_string(),
             source,
         })?;

@@ -2,6 +2,7 @@
 //! thin, documented wrapper; policy lives in the callers.
 #![allow(unsafe_code)]
 
+pub mod jail;
 pub mod lock;
 pub mod mount;
 pub mod mountinfo;
