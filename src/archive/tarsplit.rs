@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{openat2, renameat, Mode, OFlags, ResolveFlags};
 
+use super::sparse::Segment;
 use super::Error;
 use crate::fsutil;
 
@@ -188,6 +189,7 @@ impl Recorder {
         &mut self,
         entry: &[u8],
         size: u64,
+        segments: Option<&[Segment]>,
         dir: BorrowedFd<'_>,
         key: (u64, u64),
         name: &[u8],
@@ -197,11 +199,19 @@ impl Recorder {
         let idx = self.locations.len();
         self.locations.push(Location::Path(path));
         self.by_place.insert((key, name.to_vec()), idx);
-        self.scratch.push(b'F');
+        self.scratch
+            .push(if segments.is_some() { b'S' } else { b'F' });
         put_varint(&mut self.scratch, size);
         put_varint(&mut self.scratch, idx as u64);
         put_varint(&mut self.scratch, entry.len() as u64);
         self.scratch.extend_from_slice(entry);
+        if let Some(segs) = segments {
+            put_varint(&mut self.scratch, segs.len() as u64);
+            for &(off, len) in segs {
+                put_varint(&mut self.scratch, off);
+                put_varint(&mut self.scratch, len);
+            }
+        }
         self.write()
     }
 
@@ -392,7 +402,7 @@ impl FileGetter {
         })
     }
 
-    /// Opens payload number `idx` and checks it still has `size` bytes.
+    /// Opens payload number `idx` and checks it still has `size` bytes (`u64::MAX`: any).
     fn open_payload(&self, idx: usize, size: u64) -> Result<File, Error> {
         let loc = self
             .locations
@@ -422,7 +432,7 @@ impl FileGetter {
             .metadata()
             .map_err(|e| Error::io("inspecting a payload", e))?
             .len();
-        if len != size {
+        if size != u64::MAX && len != size {
             return Err(Error::io(
                 "exact re-export",
                 io::Error::new(
@@ -440,8 +450,16 @@ impl FileGetter {
     pub fn get(&mut self, layer_dir: &Path, name: &[u8]) -> Result<File, Error> {
         if self.names.is_empty() {
             walk_records(layer_dir, &mut |rec| {
-                if let Record::File { size, idx, name } = rec {
-                    self.names.insert(name, (idx, size));
+                if let Record::File {
+                    size,
+                    idx,
+                    name,
+                    segments,
+                } = rec
+                {
+                    // A sparse file's length is its logical size, not its payload's.
+                    let expect = if segments.is_some() { u64::MAX } else { size };
+                    self.names.insert(name, (idx, expect));
                 }
                 Ok(())
             })?;
@@ -465,6 +483,8 @@ enum Record {
         size: u64,
         idx: usize,
         name: Vec<u8>,
+        /// Sparse files: where each run of the payload lies in the file.
+        segments: Option<Vec<Segment>>,
     },
 }
 
@@ -510,11 +530,27 @@ fn next_record(r: &mut dyn Read) -> Result<Option<Record>, Error> {
     let bad = |_| corrupt("truncated record");
     Ok(match tag[0] {
         b'M' => Some(Record::Meta(get_varint(r).map_err(bad)?)),
-        b'F' => Some(Record::File {
-            size: get_varint(r).map_err(bad)?,
-            idx: get_varint(r).map_err(bad)? as usize,
-            name: get_bytes(r, 1 << 20).map_err(bad)?,
-        }),
+        tag @ (b'F' | b'S') => {
+            let size = get_varint(r).map_err(bad)?;
+            let idx = get_varint(r).map_err(bad)? as usize;
+            let name = get_bytes(r, 1 << 20).map_err(bad)?;
+            let segments = if tag == b'S' {
+                let n = get_varint(r).map_err(bad)?;
+                let mut v = Vec::with_capacity(n.min(1 << 16) as usize);
+                for _ in 0..n {
+                    v.push((get_varint(r).map_err(bad)?, get_varint(r).map_err(bad)?));
+                }
+                Some(v)
+            } else {
+                None
+            };
+            Some(Record::File {
+                size,
+                idx,
+                name,
+                segments,
+            })
+        }
         b'E' => None,
         _ => return Err(corrupt("unknown record tag")),
     })
@@ -541,7 +577,35 @@ pub fn reassemble(
                     return Err(corrupt("truncated record"));
                 }
             }
-            Some(Record::File { size, idx, name }) => {
+            Some(Record::File {
+                idx,
+                name,
+                segments: Some(segments),
+                ..
+            }) => {
+                use std::os::unix::fs::FileExt;
+                let f = getter.open_payload(idx, u64::MAX)?;
+                for (off, len) in segments {
+                    let mut done = 0u64;
+                    while done < len {
+                        let k = ((len - done).min(buf.len() as u64)) as usize;
+                        f.read_exact_at(&mut buf[..k], off + done).map_err(|e| {
+                            Error::io(
+                                format!(
+                                    "reading {} for exact re-export",
+                                    String::from_utf8_lossy(&name)
+                                ),
+                                e,
+                            )
+                        })?;
+                        out.write_all(&buf[..k]).map_err(write_err)?;
+                        done += k as u64;
+                    }
+                }
+            }
+            Some(Record::File {
+                size, idx, name, ..
+            }) => {
                 let mut f = getter.open_payload(idx, size)?;
                 let mut left = size;
                 while left > 0 {

@@ -20,6 +20,7 @@
 use std::io::{self, Read};
 
 use super::fsmeta::Time;
+use super::sparse::{self, PaxSparse, Sparse};
 use super::{Error, Rule};
 
 /// Tar block size.
@@ -92,6 +93,8 @@ pub struct Header {
     pub dev_minor: u32,
     /// Extended attributes from `SCHILY.xattr.*` records, in archive order.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// For sparse files: the logical size and where the data segments go.
+    pub sparse: Option<Sparse>,
     /// Offset of the entry's first header block in the uncompressed stream.
     pub offset: u64,
 }
@@ -125,7 +128,7 @@ struct Pax {
     mtime: Option<Time>,
     atime: Option<Time>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    sparse: bool,
+    sparse: Option<PaxSparse>,
 }
 
 fn parse_decimal(v: &[u8]) -> Option<u64> {
@@ -168,7 +171,7 @@ fn parse_pax_time(v: &[u8]) -> Option<Time> {
 
 impl Pax {
     /// Parses `LEN KEY=VALUE\n` records strictly.
-    fn parse(data: &[u8], offset: u64) -> Result<Pax, Error> {
+    fn parse(data: &[u8], offset: u64, cap: usize) -> Result<Pax, Error> {
         let bad = |detail: String| Error::Stream { offset, detail };
         let mut pax = Pax::default();
         let mut rest = data;
@@ -220,7 +223,11 @@ impl Pax {
                 _ if key.starts_with(b"SCHILY.xattr.") => pax
                     .xattrs
                     .push((key[b"SCHILY.xattr.".len()..].to_vec(), value.to_vec())),
-                _ if key.starts_with(b"GNU.sparse.") => pax.sparse = true,
+                _ if key.starts_with(b"GNU.sparse.") => pax
+                    .sparse
+                    .get_or_insert_with(PaxSparse::default)
+                    .record(&key[b"GNU.sparse.".len()..], value, cap)
+                    .map_err(bad)?,
                 // ctime, uname, gname, charset, comment, vendor records (MSWINDOWS.*,
                 // LIBARCHIVE.*): carried byte-exact by the stream, not applied.
                 _ => {}
@@ -431,6 +438,7 @@ impl<R: Read> TarReader<R> {
         let mut long_link: Option<Vec<u8>> = None;
         let mut extensions = 0;
         let mut block = [0u8; BLOCK];
+        let cap = sparse::max_segments(self.limits.max_meta);
         loop {
             let offset = self.pos;
             if !self.fill(&mut block)? {
@@ -471,9 +479,9 @@ impl<R: Read> TarReader<R> {
                     }
                     let data = self.read_meta(stored_size, "extension header")?;
                     match flag {
-                        b'x' => pax = Some(Pax::parse(&data, offset)?),
+                        b'x' => pax = Some(Pax::parse(&data, offset, cap)?),
                         b'g' => {
-                            Pax::parse(&data, offset)?;
+                            Pax::parse(&data, offset, cap)?;
                         }
                         b'L' => long_name = Some(gnu_string(&data, offset, "long name")?),
                         _ => long_link = Some(gnu_string(&data, offset, "long link")?),
@@ -501,13 +509,7 @@ impl<R: Read> TarReader<R> {
                 b'4' => Kind::Block,
                 b'5' => Kind::Dir,
                 b'6' => Kind::Fifo,
-                b'S' => {
-                    return Err(Error::entry(
-                        &name,
-                        Rule::Unsupported,
-                        "GNU sparse files are not supported",
-                    ))
-                }
+                b'S' => Kind::Regular,
                 other => {
                     return Err(Error::entry(
                         &name,
@@ -516,14 +518,53 @@ impl<R: Read> TarReader<R> {
                     ))
                 }
             };
-            if pax.sparse {
-                return Err(Error::entry(
-                    &name,
-                    Rule::Unsupported,
-                    "PAX sparse files are not supported",
-                ));
+            let mut size = pax.size.unwrap_or(stored_size);
+            let total = size;
+            let sparse_map = if flag == b'S' {
+                let mut next = || -> Result<[u8; BLOCK], Error> {
+                    let mut b = [0u8; BLOCK];
+                    if !self.fill(&mut b)? {
+                        return Err(self.truncated());
+                    }
+                    Ok(b)
+                };
+                Some(sparse::old_gnu(&block, &name, cap, &mut next)?)
+            } else if let Some(ps) = &pax.sparse {
+                if kind != Kind::Regular {
+                    return Err(Error::entry(
+                        &name,
+                        Rule::Format,
+                        "sparse records on a non-file entry",
+                    ));
+                }
+                if let Some(real) = &ps.name {
+                    name = real.clone();
+                    self.current = name.clone();
+                }
+                if ps.map_in_data() {
+                    let real_size = ps.real_size(&name)?;
+                    let limit = self.limits.max_meta.min(size);
+                    let (map, used) = {
+                        let mut next = || -> Result<[u8; BLOCK], Error> {
+                            let mut b = [0u8; BLOCK];
+                            if !self.fill(&mut b)? {
+                                return Err(self.truncated());
+                            }
+                            Ok(b)
+                        };
+                        sparse::data_map(&name, real_size, cap, limit, &mut next)?
+                    };
+                    size -= used;
+                    Some(map)
+                } else {
+                    Some(ps.header_map(&name, cap)?)
+                }
+            } else {
+                None
+            };
+            if let Some(m) = &sparse_map {
+                sparse::validate(m, size, &name)?;
             }
-            let size = pax.size.unwrap_or(stored_size);
             if kind != Kind::Regular && size != 0 {
                 return Err(Error::entry(
                     &name,
@@ -610,7 +651,7 @@ impl<R: Read> TarReader<R> {
                 }
             }
             self.remaining = size;
-            self.padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+            self.padding = (BLOCK as u64 - total % BLOCK as u64) % BLOCK as u64;
             return Ok(Some(Header {
                 name,
                 link,
@@ -624,6 +665,7 @@ impl<R: Read> TarReader<R> {
                 dev_major,
                 dev_minor,
                 xattrs: pax.xattrs,
+                sparse: sparse_map,
                 offset,
             }));
         }

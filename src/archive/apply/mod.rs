@@ -182,7 +182,7 @@ fn run(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions) -> Result<Ap
             r.meta(&tr.take_meta())?;
         }
         a.stats.entries += 1;
-        a.stats.size += h.size;
+        a.stats.size += h.sparse.as_ref().map_or(h.size, |s| s.real_size);
         a.entry(&h, &mut tr)?;
     }
     a.finish()?;
@@ -373,19 +373,44 @@ impl Applier {
         .map_err(|e| sys(h, "creating the file", e))?;
         tr.claim_payload();
         let mut file = std::fs::File::from(fd);
-        loop {
-            let n = tr.read_payload(&mut self.buf)?;
-            if n == 0 {
-                break;
+        match &h.sparse {
+            None => loop {
+                let n = tr.read_payload(&mut self.buf)?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&self.buf[..n])
+                    .map_err(|e| sys(h, "writing the file", e))?;
+            },
+            Some(sp) => {
+                use std::os::unix::fs::FileExt;
+                for &(off, len) in &sp.segments {
+                    let mut done = 0u64;
+                    while done < len {
+                        let want = (len - done).min(self.buf.len() as u64) as usize;
+                        let n = tr.read_payload(&mut self.buf[..want])?;
+                        file.write_all_at(&self.buf[..n], off + done)
+                            .map_err(|e| sys(h, "writing the sparse file", e))?;
+                        done += n as u64;
+                    }
+                }
+                tr.read_payload(&mut self.buf)?; // consumes the padding
+                file.set_len(sp.real_size)
+                    .map_err(|e| sys(h, "sizing the sparse file", e))?;
             }
-            file.write_all(&self.buf[..n])
-                .map_err(|e| sys(h, "writing the file", e))?;
         }
         fsmeta::set_fd(file.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?;
         fsmeta::set_times_fd(file.as_fd(), meta.atime, meta.mtime)
             .map_err(|e| sys(h, "setting times", e))?;
         if let Some(r) = &mut self.rec {
-            r.file(&h.name, h.size, dir.fd.as_fd(), dir.key, name)?;
+            r.file(
+                &h.name,
+                h.size,
+                h.sparse.as_ref().map(|s| s.segments.as_slice()),
+                dir.fd.as_fd(),
+                dir.key,
+                name,
+            )?;
         }
         Ok(())
     }

@@ -723,3 +723,81 @@ fn exact_reexport_of_a_windows_layer() {
         tar
     );
 }
+
+/// Sparse archives written by GNU tar in every format Docker's reader accepts.
+#[test]
+fn sparse_files_from_gnu_tar_in_every_format() {
+    use std::os::unix::fs::FileExt;
+    let src = tempfile::tempdir().unwrap();
+    let f = fs::File::create(src.path().join("sparse")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    f.write_all_at(b"head", 0).unwrap();
+    f.write_all_at(&[7u8; 5000], 10 << 20).unwrap();
+    f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    drop(f);
+    fs::write(src.path().join("plain"), b"not sparse").unwrap();
+    let want = fs::read(src.path().join("sparse")).unwrap();
+    for format in ["gnu", "pax:0.0", "pax:0.1", "pax:1.0"] {
+        let mut cmd = std::process::Command::new("tar");
+        cmd.arg("-C")
+            .arg(src.path())
+            .arg("--sparse")
+            .arg("-cf")
+            .arg("-");
+        match format.split_once(':') {
+            Some((fmt, ver)) => cmd
+                .arg(format!("--format={fmt}"))
+                .arg(format!("--sparse-version={ver}")),
+            None => cmd.arg(format!("--format={format}")),
+        };
+        let tar = cmd.arg("sparse").arg("plain").output().unwrap();
+        assert!(
+            tar.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&tar.stderr)
+        );
+        let e = Env::new();
+        let meta = e._tmp.path().join("meta");
+        let out = roundtrip(&e.root, &meta, &tar.stdout, &ApplyOptions::default());
+        assert!(out == tar.stdout, "{format}: exact re-export differs");
+        let got = fs::read(e.p("sparse")).unwrap();
+        assert!(got == want, "{format}: sparse content differs");
+        let blocks = fs::metadata(e.p("sparse")).unwrap().blocks();
+        assert!(
+            blocks < 1024,
+            "{format}: holes were filled ({blocks} blocks)"
+        );
+        assert_eq!(fs::read(e.p("plain")).unwrap(), b"not sparse");
+        let fd = fsutil::open_dir(&e.root).unwrap();
+        let mut input: &[u8] = &tar.stdout;
+        let stats = apply(fd.as_fd(), &mut input, &ApplyOptions::default());
+        assert_eq!(
+            stats.unwrap().size,
+            (64 << 20) + 10,
+            "{format}: size counts logical bytes"
+        );
+    }
+}
+
+#[test]
+fn sparse_maps_that_lie_are_rejected() {
+    // A PAX 0.1 map claiming more data than the entry carries.
+    let e = Env::new();
+    let mut t = T::new();
+    t.pax(&[
+        ("GNU.sparse.major", b"0"),
+        ("GNU.sparse.minor", b"1"),
+        ("GNU.sparse.size", b"100"),
+        ("GNU.sparse.map", b"0,10,50,10"),
+    ]);
+    t.file("s", b"only five");
+    assert_eq!(rule(e.apply(&t.bytes())), Rule::Format);
+    // Overlapping segments.
+    let mut t = T::new();
+    t.pax(&[
+        ("GNU.sparse.size", b"100"),
+        ("GNU.sparse.map", b"0,10,5,10"),
+    ]);
+    t.file("s", &[1u8; 20]);
+    assert_eq!(rule(e.apply(&t.bytes())), Rule::Format);
+}
