@@ -160,7 +160,7 @@ impl PaxSparse {
             } else {
                 map.split(|b| *b == b',').collect()
             };
-            if nums.len() % 2 != 0 || nums.len() / 2 > cap {
+            if !nums.len().is_multiple_of(2) || nums.len() / 2 > cap {
                 return Err(bad(name, "malformed or oversized GNU.sparse.map"));
             }
             let mut v = Vec::with_capacity(nums.len() / 2);
