@@ -120,7 +120,7 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
 /// with `O_PATH`, its type checked, and only then reopened through `/proc/self/fd` (so a
 /// device or fifo swapped in by a running container is never opened).
 pub fn open_regular_beneath(dir: BorrowedFd<'_>, path: &OsStr) -> io::Result<std::fs::File> {
-    use rustix::fs::{fstat, openat2, ResolveFlags};
+    use rustix::fs::{openat2, ResolveFlags};
     let pinned = openat2(
         dir,
         path,
@@ -131,6 +131,25 @@ pub fn open_regular_beneath(dir: BorrowedFd<'_>, path: &OsStr) -> io::Result<std
             | ResolveFlags::NO_MAGICLINKS
             | ResolveFlags::NO_XDEV,
     )?;
+    reopen_regular(pinned)
+}
+
+/// Opens the regular file `name` (one component) in `dir` for reading, never following a
+/// symlink and never opening anything but a regular file (see [`open_regular_beneath`]).
+pub fn open_regular_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<std::fs::File> {
+    let pinned = openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    reopen_regular(pinned)
+}
+
+/// Turns an `O_PATH` descriptor of a regular file into a readable one; anything else is
+/// refused without ever being opened.
+fn reopen_regular(pinned: OwnedFd) -> io::Result<std::fs::File> {
+    use rustix::fs::fstat;
     let st = fstat(&pinned)?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(io::Error::new(

@@ -340,18 +340,7 @@ fn differs(
 /// Whether `name` has the same bytes in both directories (regular files, not following links).
 fn same_content(new_dir: BorrowedFd<'_>, old_dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
     use std::io::Read;
-    let open = |d: BorrowedFd<'_>| -> io::Result<std::fs::File> {
-        let fd = rustix::fs::openat(
-            d,
-            OsStr::from_bytes(name),
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::NONBLOCK
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )?;
-        Ok(std::fs::File::from(fd))
-    };
+    let open = |d: BorrowedFd<'_>| crate::fsutil::open_regular_at(d, OsStr::from_bytes(name));
     let (mut a, mut b) = (open(new_dir)?, open(old_dir)?);
     let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {

@@ -24,15 +24,6 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
-/// Flags for opening a file for reading. `NONBLOCK` and `NOCTTY` keep a file that was swapped
-/// for a fifo or a terminal between `lstat` and `open` from blocking or attaching; callers
-/// re-check the type with `fstat` before reading.
-const READ_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC)
-    .union(OFlags::NONBLOCK)
-    .union(OFlags::NOCTTY);
-
 /// The `lstat` fields the walkers use, normalised across architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Info {
@@ -142,7 +133,12 @@ pub(super) fn open_regular(
     name: &[u8],
     expect: &Info,
 ) -> io::Result<(OwnedFd, Info)> {
-    let fd = rfs::openat(parent, name, READ_FLAGS, Mode::empty())?;
+    // Pinned with O_PATH and type-checked before it is opened for reading: a device or fifo
+    // swapped in by a running container is never opened at all.
+    let fd = OwnedFd::from(crate::fsutil::open_regular_at(
+        parent,
+        std::os::unix::ffi::OsStrExt::from_bytes(name),
+    )?);
     let info = fstat(fd.as_fd())?;
     if info.file_type() != FileType::RegularFile || info.id() != expect.id() {
         return Err(io::Error::other("file was replaced while being read"));
