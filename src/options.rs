@@ -12,6 +12,9 @@ use crate::units::ram_in_bytes;
 pub struct DriverOptions {
     /// Default size limit for read-write layers, in bytes (`size=`).
     pub size: Option<u64>,
+    /// overlay: compute changes and diffs from the layer's own directory (`native_diff=`,
+    /// default true) instead of comparing mounted trees.
+    pub native_diff: Option<bool>,
 }
 
 /// Options of one layer.
@@ -47,10 +50,22 @@ impl DriverOptions {
             let (key, value) = split_kv(arg.as_ref())?;
             match key.to_ascii_lowercase().as_str() {
                 "size" => out.size = Some(parse_size(&key, &value)?),
+                "native_diff" => {
+                    out.native_diff = Some(match value.to_ascii_lowercase().as_str() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => {
+                            return Err(Error::InvalidOption {
+                                key,
+                                reason: format!("{value:?} is not true or false"),
+                            })
+                        }
+                    })
+                }
                 _ => {
                     return Err(Error::InvalidOption {
                         key,
-                        reason: "unknown driver option (known: size)".into(),
+                        reason: "unknown driver option (known: size, native_diff)".into(),
                     })
                 }
             }

@@ -306,7 +306,7 @@ fn visit<'a>(
 }
 
 /// Docker's `statDifferent`, plus the capability and symlink-target checks.
-fn differs(
+pub(super) fn differs(
     n: &Info,
     o: &Info,
     new_dir: BorrowedFd<'_>,

@@ -20,6 +20,7 @@ mod error;
 pub mod export;
 pub mod fsmeta;
 pub mod name;
+pub mod overlay_changes;
 pub mod pipe;
 pub mod sparse;
 pub mod tarsplit;

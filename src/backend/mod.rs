@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::archive::apply::Format;
+use crate::archive::Change;
 use crate::error::{Error, IoContext, Result};
+use crate::options::DriverOptions;
 use crate::store::{LayerRecord, MountState, Store};
 
 /// Where and how an apply writes.
@@ -71,15 +73,34 @@ pub trait Backend: Send + Sync {
     /// Facts about one layer for `docker inspect`.
     fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String>;
 
+    /// The changes of the layer `chain[0]` against its own parent, computed from the backend's
+    /// layout without mounting, with the directory its changed files can be read from; `None`
+    /// when the backend has no such shortcut (the caller then compares mounted trees).
+    fn native_changes(
+        &self,
+        _store: &Store,
+        _chain: &[LayerRecord],
+    ) -> Option<Result<(Vec<Change>, PathBuf)>> {
+        None
+    }
+
     /// Facts about the backend for `docker info`.
     fn status(&self, store: &Store) -> Vec<(String, String)>;
 }
 
 /// Opens the backend called `name` for the store at `root`, checking that it can work there.
-pub fn open(name: &str, root: &Path) -> Result<Box<dyn Backend>> {
+pub fn open(name: &str, root: &Path, options: &DriverOptions) -> Result<Box<dyn Backend>> {
     match name {
-        "vfs" => Ok(Box::new(vfs::Vfs::new())),
-        "overlay" => Ok(Box::new(overlay::Overlay::open(root)?)),
+        "vfs" => {
+            if options.native_diff.is_some() {
+                return Err(Error::InvalidOption {
+                    key: "native_diff".into(),
+                    reason: "applies to the overlay driver only".into(),
+                });
+            }
+            Ok(Box::new(vfs::Vfs::new()))
+        }
+        "overlay" => Ok(Box::new(overlay::Overlay::open(root, options.native_diff)?)),
         other => Err(Error::Unsupported(format!(
             "unknown driver {other:?} (known: overlay, vfs)"
         ))),
@@ -88,7 +109,7 @@ pub fn open(name: &str, root: &Path) -> Result<Box<dyn Backend>> {
 
 /// The backend to use for a new store at `root`: overlay where it works, else vfs.
 pub fn default_for(root: &Path) -> String {
-    match overlay::Overlay::open(root) {
+    match overlay::Overlay::open(root, None) {
         Ok(_) => "overlay".into(),
         Err(_) => "vfs".into(),
     }

@@ -18,7 +18,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
+use std::os::fd::AsFd;
+
 use crate::archive::apply::Format;
+use crate::archive::overlay_changes::overlay_changes;
+use crate::archive::Change;
 use crate::error::{Error, IoContext, Result};
 use crate::store::{LayerRecord, MountState, Store};
 use crate::sys::mount::{self, OverlaySpec};
@@ -28,6 +32,10 @@ use crate::sys::mount::{self, OverlaySpec};
 pub struct Overlay {
     backing: String,
     options: Vec<(String, String)>,
+    /// Changes and diffs are computed from `diff/` directly.
+    native: bool,
+    /// Why `native` is what it is, for `status`.
+    native_reason: String,
 }
 
 /// The kernel's maximum number of overlay lower layers (`OVL_MAX_STACK`).
@@ -62,7 +70,7 @@ fn supports_d_type(dir: &Path) -> Result<bool> {
 impl Overlay {
     /// Checks that overlay can work for a store at `root` (overlayfs available, backing
     /// filesystem not overlayfs and with `d_type`), and picks mount options.
-    pub fn open(root: &Path) -> Result<Overlay> {
+    pub fn open(root: &Path, native_diff: Option<bool>) -> Result<Overlay> {
         let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
         if !fs
             .lines()
@@ -97,7 +105,22 @@ impl Overlay {
                 options.push((key.to_string(), "off".to_string()));
             }
         }
-        Ok(Overlay { backing, options })
+        // With no redirects and no metadata-only copy-ups a layer's diff/ is a complete
+        // record of its changes, which is what makes native diff exact.
+        let (native, native_reason) = match native_diff {
+            Some(false) => (false, "disabled by native_diff=false".to_string()),
+            _ => (
+                true,
+                "redirect_dir and metacopy are off on strata's mounts; diffs are read from diff/"
+                    .to_string(),
+            ),
+        };
+        Ok(Overlay {
+            backing,
+            options,
+            native,
+            native_reason,
+        })
     }
 
     fn diff(store: &Store, id: &str) -> PathBuf {
@@ -206,6 +229,35 @@ impl Backend for Overlay {
         Ok(())
     }
 
+    fn native_changes(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+    ) -> Option<Result<(Vec<Change>, PathBuf)>> {
+        if !self.native {
+            return None;
+        }
+        let run = || -> Result<(Vec<Change>, PathBuf)> {
+            let id = &chain[0].id;
+            let diff = Self::diff(store, id);
+            let upper =
+                crate::fsutil::open_dir(&diff).ctx(|| format!("opening {}", diff.display()))?;
+            let mut lowers = Vec::with_capacity(chain.len() - 1);
+            for r in &chain[1..] {
+                let p = Self::diff(store, &r.id);
+                lowers
+                    .push(crate::fsutil::open_dir(&p).ctx(|| format!("opening {}", p.display()))?);
+            }
+            let fds: Vec<_> = lowers.iter().map(|f| f.as_fd()).collect();
+            let list = overlay_changes(upper.as_fd(), &fds).map_err(|source| Error::Archive {
+                layer: id.clone(),
+                source,
+            })?;
+            Ok((list, diff))
+        };
+        Some(run())
+    }
+
     fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String> {
         let id = &chain[0].id;
         let dir = store.layer_dir(id);
@@ -232,7 +284,10 @@ impl Backend for Overlay {
         vec![
             ("Backing Filesystem".into(), self.backing.clone()),
             ("Supports d_type".into(), "true".into()),
-            ("Native Overlay Diff".into(), "false (naive diff)".into()),
+            (
+                "Native Overlay Diff".into(),
+                format!("{} ({})", self.native, self.native_reason),
+            ),
             ("Using metacopy".into(), "false".into()),
             ("Mount API".into(), api),
         ]

@@ -9,13 +9,34 @@ use crate::archive::{changes, export, pipe, tarsplit, Change};
 use crate::driver::DiffStream;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
+use crate::sys::lock::DirLock;
 
-/// Mounts `id` (and `base`), computes the changes; returns them with the mounts still held.
+/// What keeps the tree a change list was computed from readable: the layer held busy (native)
+/// or its `get` reference (naive).
+pub(super) enum Hold {
+    Native(#[allow(dead_code)] DirLock),
+    Mounted(#[allow(dead_code)] Mounted),
+}
+
+/// Computes the changes of `id` against `base` and returns them with a descriptor of the tree
+/// the changed files can be read from, kept valid by the returned hold. Against the layer's own
+/// parent the backend's native method is used when it has one (no mount); otherwise both
+/// layers are served through `get` and compared.
 pub(super) fn changes(
     graph: &Graph,
     id: &str,
     base: Option<&str>,
-) -> Result<(Vec<Change>, Mounted, OwnedFd)> {
+) -> Result<(Vec<Change>, Hold, OwnedFd)> {
+    let store = graph.store();
+    let chain = store.chain(id)?;
+    if base == chain[0].parent.as_deref() {
+        let guard = store.busy_guard(id, false, "diff")?;
+        if let Some(native) = graph.backend().native_changes(store, &chain) {
+            let (list, dir) = native?;
+            let fd = fsutil::open_dir(&dir).ctx(|| format!("opening {}", dir.display()))?;
+            return Ok((list, Hold::Native(guard), fd));
+        }
+    }
     let new = Mounted::new(graph, id)?;
     let old = base.map(|b| Mounted::new(graph, b)).transpose()?;
     let new_fd =
@@ -33,7 +54,7 @@ pub(super) fn changes(
         },
     )?;
     drop(old);
-    Ok((list, new, new_fd))
+    Ok((list, Hold::Mounted(new), new_fd))
 }
 
 /// Bytes of added and modified non-directories.

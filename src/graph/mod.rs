@@ -114,7 +114,7 @@ impl Graph {
         let store = Store::open(&config.root, config.driver.as_deref(), || {
             backend::default_for(&config.root)
         })?;
-        let backend = backend::open(store.driver(), store.root())?;
+        let backend = backend::open(store.driver(), store.root(), &options)?;
         if options.size.is_some() && !backend.supports_size() {
             return Err(Error::Unsupported(format!(
                 "the {} backend cannot enforce size= on this filesystem yet (size limits need XFS project quotas or the block backend)",
