@@ -15,6 +15,7 @@ pub mod archive;
 pub mod backend;
 pub mod driver;
 pub mod error;
+pub mod failpoint;
 pub mod fsutil;
 pub mod graph;
 pub mod options;

@@ -441,6 +441,7 @@ impl Driver for Graph {
                 Err(Error::Busy { .. }) if attempt < 2 => continue, // not materialised yet
                 Err(e) => return Err(e),
             };
+            crate::failpoint::hit("get-after-mount");
             rec.refs = 1;
             rec.mount = Some(state.clone());
             if !state.readonly {
@@ -473,6 +474,7 @@ impl Driver for Graph {
         if rec.refs == 0 {
             if let Some(state) = rec.mount.take() {
                 self.backend().unmount(store, &rec, &state)?;
+                crate::failpoint::hit("put-after-unmount");
             }
         }
         l.db().write(|w| w.put(&rec))?;

@@ -374,6 +374,7 @@ impl Locked<'_> {
         self.remove_dir_unmounting(&target)?;
         renameat_with(CWD, &staging.path, CWD, &target, RenameFlags::NOREPLACE)
             .ctx(|| format!("moving {} into place", staging.path.display()))?;
+        crate::failpoint::hit("create-after-rename");
         if let Err(e) = db.write(|w| w.put(rec)) {
             if let Err(back) =
                 renameat_with(CWD, &target, CWD, &staging.path, RenameFlags::NOREPLACE)
@@ -405,6 +406,7 @@ impl Locked<'_> {
             exact,
         });
         db.write(|w| w.put(&pending))?;
+        crate::failpoint::hit("apply-after-pending");
         let target = self.store.layer_dir(&rec.id);
         if let Err(e) = renameat_with(CWD, &staging.path, CWD, &target, RenameFlags::EXCHANGE) {
             let _ = db.write(|w| w.put(rec));
@@ -413,6 +415,7 @@ impl Locked<'_> {
                 e,
             ));
         }
+        crate::failpoint::hit("apply-after-exchange");
         let mut done = rec.clone();
         done.generation = generation;
         done.size = Some(size);
@@ -451,6 +454,7 @@ impl Locked<'_> {
                 ))
             }
         }
+        crate::failpoint::hit("remove-after-rename");
         if let Err(e) = self.db().write(|w| w.delete(rec)) {
             let _ = renameat_with(CWD, &removing, CWD, &dir, RenameFlags::NOREPLACE);
             return Err(e);
