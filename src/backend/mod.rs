@@ -84,6 +84,11 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Deletes backend bookkeeping that no layer needs any more (run by `cleanup`).
+    fn sweep(&self, _store: &Store) -> Result<()> {
+        Ok(())
+    }
+
     /// Facts about the backend for `docker info`.
     fn status(&self, store: &Store) -> Vec<(String, String)>;
 }

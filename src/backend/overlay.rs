@@ -126,6 +126,90 @@ impl Overlay {
     fn diff(store: &Store, id: &str) -> PathBuf {
         store.layer_dir(id).join("diff")
     }
+
+    /// `l/<26 characters>`: a short, stable name for a layer's `diff/` (base32 of the
+    /// sha256 of its id), for the classic mount's one page of options.
+    fn short_link(id: &str) -> String {
+        use sha2::{Digest, Sha256};
+        const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+        let digest = Sha256::digest(id.as_bytes());
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut out = String::from("l/");
+        for b in digest.iter() {
+            bits = (bits << 8) | *b as u32;
+            n += 8;
+            while n >= 5 && out.len() < 28 {
+                n -= 5;
+                out.push(ALPHABET[((bits >> n) & 31) as usize] as char);
+            }
+        }
+        out
+    }
+
+    /// Deepest chain the classic mount fits in a page (a writable top layer, the longest case).
+    fn classic_max_depth(&self) -> usize {
+        let page = rustix::param::page_size();
+        let probe = |depth: usize| OverlaySpec {
+            lowers: vec![PathBuf::from(Self::short_link("x")); depth],
+            upper: Some((
+                PathBuf::from(format!("layers/{}/diff", "x".repeat(128))),
+                PathBuf::from(format!("layers/{}/work", "x".repeat(128))),
+            )),
+            options: self.options.clone(),
+            ..OverlaySpec::default()
+        };
+        (1..MAX_DEPTH)
+            .take_while(|d| mount::classic_options_len(&probe(*d)) < page)
+            .last()
+            .unwrap_or(1)
+    }
+
+    /// Mounts with classic `mount(2)`: lowers as `l/<short>` symlinks, every path relative to
+    /// the store root.
+    fn mount_classic(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        merged: &Path,
+        mut spec: OverlaySpec,
+    ) -> Result<()> {
+        let id = &chain[0].id;
+        let links = store.root().join("l");
+        mkdir_mode(&links, 0o700)?;
+        let relative = |p: &Path| {
+            p.strip_prefix(store.root())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
+        let mut lowers = Vec::with_capacity(spec.lowers.len());
+        for lower in &spec.lowers {
+            let lid = lower
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let short = Self::short_link(&lid);
+            let link = store.root().join(&short);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(format!("../layers/{lid}/diff"), &link)
+                    .ctx(|| format!("creating {}", link.display()))?;
+            }
+            lowers.push(PathBuf::from(short));
+        }
+        spec.lowers = lowers;
+        spec.upper = spec.upper.map(|(u, w)| (relative(&u), relative(&w)));
+        let page = rustix::param::page_size();
+        if mount::classic_options_len(&spec) >= page {
+            return Err(Error::Unsupported(format!(
+                "layer {id} is {} layers deep; this kernel has no lowerdir+ (Linux 6.8+) and mount(2) fits at most {} layers",
+                chain.len(),
+                self.classic_max_depth()
+            )));
+        }
+        mount::mount_overlay_classic_in(store.root(), merged, &spec)
+            .ctx(|| format!("mounting layer {id} ({} layers, mount(2))", chain.len()))
+    }
 }
 
 impl Backend for Overlay {
@@ -211,8 +295,12 @@ impl Backend for Overlay {
                 mkdir_mode(&work, 0o700)?;
                 spec.upper = Some((diff, work));
             }
-            mount::mount_overlay(&merged, &spec)
-                .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))?;
+            if mount::use_new_mount_api() {
+                mount::mount_overlay(&merged, &spec)
+                    .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))?;
+            } else {
+                self.mount_classic(store, chain, &merged, spec)?;
+            }
         }
         Ok(MountState {
             path: merged,
@@ -225,6 +313,21 @@ impl Backend for Overlay {
         if state.mounted {
             mount::unmount(&state.path).ctx(|| format!("unmounting layer {}", layer.id))?;
             let _ = std::fs::remove_dir(&state.path);
+        }
+        Ok(())
+    }
+
+    fn sweep(&self, store: &Store) -> Result<()> {
+        // Short links of removed layers (classic mounts) point nowhere now.
+        let links = store.root().join("l");
+        let Ok(entries) = std::fs::read_dir(&links) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            if std::fs::metadata(e.path()).is_err() {
+                std::fs::remove_file(e.path())
+                    .ctx(|| format!("removing {}", e.path().display()))?;
+            }
         }
         Ok(())
     }
@@ -276,10 +379,13 @@ impl Backend for Overlay {
     }
 
     fn status(&self, _store: &Store) -> Vec<(String, String)> {
-        let api = if mount::overlay_supports_lowerdir_plus() {
+        let api = if mount::use_new_mount_api() {
             format!("fsopen/fsconfig lowerdir+ (max depth {MAX_DEPTH})")
         } else {
-            "mount(2) (max depth limited by one page of options)".to_string()
+            format!(
+                "mount(2) with short paths (max depth {})",
+                self.classic_max_depth()
+            )
         };
         vec![
             ("Backing Filesystem".into(), self.backing.clone()),

@@ -518,6 +518,7 @@ impl Driver for Graph {
     fn cleanup(&self) -> Result<()> {
         let l = self.store().lock()?;
         let report = l.release_all()?;
+        self.backend().sweep(self.store())?;
         info!(?report, "cleanup");
         Ok(())
     }

@@ -58,6 +58,14 @@ fn with_log(fs: &OwnedFd, what: &str, e: rustix::io::Errno) -> io::Error {
     io::Error::new(io::Error::from(e).kind(), msg)
 }
 
+/// Whether strata mounts overlays with the new mount API: the kernel's overlayfs accepts
+/// `lowerdir+` (Linux 6.8+, probed once) and `STRATA_MOUNT_API=classic` does not force the
+/// classic path (for testing it on new kernels).
+pub fn use_new_mount_api() -> bool {
+    std::env::var_os("STRATA_MOUNT_API").is_none_or(|v| v != "classic")
+        && overlay_supports_lowerdir_plus()
+}
+
 /// Whether this kernel's overlayfs accepts `lowerdir+` (Linux 6.8+). Probed once.
 pub fn overlay_supports_lowerdir_plus() -> bool {
     static PROBE: OnceLock<bool> = OnceLock::new();
@@ -69,13 +77,43 @@ pub fn overlay_supports_lowerdir_plus() -> bool {
     })
 }
 
-/// Mounts overlayfs at `target`. Read-only when `spec.upper` is `None`.
+/// Mounts overlayfs at `target` with the new mount API, one `lowerdir+` per layer. Read-only
+/// when `spec.upper` is `None`.
 pub fn mount_overlay(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
-    if overlay_supports_lowerdir_plus() {
-        mount_overlay_new_api(target, spec)
-    } else {
-        mount_overlay_classic(target, spec)
-    }
+    mount_overlay_new_api(target, spec)
+}
+
+/// Mounts overlayfs at `target` with classic `mount(2)`, interpreting relative paths in
+/// `spec` relative to `dir`: the mount is made from a thread with its own working directory
+/// (`unshare(CLONE_FS)` + `chdir(dir)`), so short relative paths fit more layers into the one
+/// page of options `mount(2)` accepts.
+pub fn mount_overlay_classic_in(dir: &Path, target: &Path, spec: &OverlaySpec) -> io::Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: CLONE_FS only gives this short-lived thread its own cwd/root/umask;
+            // no file descriptor table is unshared, which is the hazard the function warns of.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS)? };
+            rustix::process::chdir(dir)?;
+            mount_overlay_classic(target, spec)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the mount thread panicked")))
+    })
+}
+
+/// Bytes of `mount(2)` overlay options a chain needs, for sizing the classic fallback.
+pub fn classic_options_len(spec: &OverlaySpec) -> usize {
+    let lowers: usize = spec.lowers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    let upper = spec
+        .upper
+        .as_ref()
+        .map_or(0, |(u, w)| u.as_os_str().len() + w.as_os_str().len() + 20);
+    let opts: usize = spec
+        .options
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 2)
+        .sum();
+    "lowerdir=".len() + lowers + upper + opts
 }
 
 fn mount_overlay_new_api(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
