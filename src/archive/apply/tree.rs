@@ -44,6 +44,32 @@ pub struct Dir {
     pub lowers: Rc<Vec<Rc<OwnedFd>>>,
     /// (dev, ino) of `fd`: identifies the directory for the "unpacked by this layer" set.
     pub key: (u64, u64),
+    /// Its group and whether it is setgid (new entries then take its group).
+    pub gid: u32,
+    /// Whether it is setgid.
+    pub setgid: bool,
+    /// Whether it has a default ACL (which then decides new entries' modes, not the umask).
+    pub acl_default: bool,
+}
+
+impl Dir {
+    /// Describes the open directory `fd` with lower merge list `lowers`.
+    pub fn new(fd: Rc<OwnedFd>, lowers: Rc<Vec<Rc<OwnedFd>>>) -> rustix::io::Result<Dir> {
+        let st = fstat(fd.as_fd())?;
+        let mut probe = [0u8; 1];
+        let acl_default = !matches!(
+            fgetxattr(fd.as_fd(), "system.posix_acl_default", &mut probe),
+            Err(Errno::NODATA) | Err(Errno::NOTSUP)
+        );
+        Ok(Dir {
+            fd,
+            lowers,
+            key: (st.st_dev, st.st_ino),
+            gid: st.st_gid,
+            setgid: st.st_mode & 0o2000 != 0,
+            acl_default,
+        })
+    }
 }
 
 /// What the lower layers show at a name inside a directory.
@@ -68,11 +94,6 @@ fn open_dir_nofollow(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<Ow
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-}
-
-fn key_of(fd: BorrowedFd<'_>) -> rustix::io::Result<(u64, u64)> {
-    let st = fstat(fd)?;
-    Ok((st.st_dev, st.st_ino))
 }
 
 /// Whether an open directory carries `trusted.overlay.opaque=y`.
@@ -217,26 +238,23 @@ pub enum Tree {
 impl Tree {
     /// A naive tree rooted at `root`.
     pub fn naive(root: OwnedFd) -> Result<Tree, Error> {
-        let key = key_of(root.as_fd()).map_err(|e| Error::io("inspecting the layer root", e))?;
+        let root = Dir::new(Rc::new(root), Rc::new(Vec::new()))
+            .map_err(|e| Error::io("inspecting the layer root", e))?;
         Ok(Tree::Naive {
-            root: Dir {
-                fd: Rc::new(root),
-                lowers: Rc::new(Vec::new()),
-                key,
-            },
+            root,
             cache: HashMap::new(),
         })
     }
 
     /// An overlay tree: `diff` over `lowers` (topmost first).
     pub fn overlay(diff: OwnedFd, lowers: Vec<OwnedFd>) -> Result<Tree, Error> {
-        let key = key_of(diff.as_fd()).map_err(|e| Error::io("inspecting the layer root", e))?;
+        let root = Dir::new(
+            Rc::new(diff),
+            Rc::new(lowers.into_iter().map(Rc::new).collect()),
+        )
+        .map_err(|e| Error::io("inspecting the layer root", e))?;
         Ok(Tree::Overlay {
-            root: Dir {
-                fd: Rc::new(diff),
-                lowers: Rc::new(lowers.into_iter().map(Rc::new).collect()),
-                key,
-            },
+            root,
             cache: HashMap::new(),
         })
     }
@@ -280,7 +298,21 @@ impl Tree {
         }
         let found = match self {
             Tree::Naive { root, .. } => naive_dir(root, comps, create, entry)?,
-            Tree::Overlay { root, .. } => overlay_dir(root, comps, create, entry)?,
+            Tree::Overlay { root, cache } => {
+                // Resume from the deepest resolved ancestor: only the new components are
+                // walked. A symlink leading above that ancestor needs the walk from the root.
+                let start = (1..comps.len())
+                    .rev()
+                    .find_map(|k| cache.get(&name::join(&comps[..k])).map(|d| (k, d.clone())));
+                let resumed = match &start {
+                    Some((k, d)) => overlay_dir(d, &comps[*k..], create, entry, false)?,
+                    None => None,
+                };
+                match resumed {
+                    Some(found) => found,
+                    None => overlay_dir(root, comps, create, entry, true)?.flatten(),
+                }
+            }
         };
         if let Some(d) = &found {
             match self {
@@ -320,12 +352,8 @@ fn naive_dir(
     entry: &[u8],
 ) -> Result<Option<Dir>, Error> {
     let wrap = |fd: OwnedFd| -> Result<Dir, Error> {
-        let key = key_of(fd.as_fd()).map_err(|e| io_err(entry, "inspecting a directory", e))?;
-        Ok(Dir {
-            fd: Rc::new(fd),
-            lowers: root.lowers.clone(),
-            key,
-        })
+        Dir::new(Rc::new(fd), root.lowers.clone())
+            .map_err(|e| io_err(entry, "inspecting a directory", e))
     };
     let path = name::join(comps);
     match resolve_in_root(root.fd.as_fd(), &path) {
@@ -342,7 +370,7 @@ fn naive_dir(
     }
     // Something is missing, possibly behind a dangling symlink: walk it one component at a
     // time (the merged-view walker with no lowers), creating directories in-root.
-    overlay_dir(root, comps, true, entry)
+    Ok(overlay_dir(root, comps, true, entry, true)?.flatten())
 }
 
 /// One step of the merged-view walk.
@@ -351,12 +379,16 @@ struct Pos {
     lowers: Vec<Rc<OwnedFd>>,
 }
 
+/// Walks `comps` from `root` in the merged view. With `is_root` false, `root` is a resolved
+/// ancestor rather than the layer root, and `Ok(None)` means a symlink led above it or to an
+/// absolute path: the caller must walk from the real root. Otherwise `Ok(Some(found))`.
 fn overlay_dir(
     root: &Dir,
     comps: &[&[u8]],
     create: bool,
     entry: &[u8],
-) -> Result<Option<Dir>, Error> {
+    is_root: bool,
+) -> Result<Option<Option<Dir>>, Error> {
     let mut stack = vec![Pos {
         diff: root.fd.clone(),
         lowers: root.lowers.to_vec(),
@@ -369,6 +401,8 @@ fn overlay_dir(
             b".." => {
                 if stack.len() > 1 {
                     stack.pop();
+                } else if !is_root {
+                    return Ok(None);
                 }
                 continue;
             }
@@ -410,7 +444,7 @@ fn overlay_dir(
             }
             Some(st) if is_whiteout(&st) => {
                 if !create {
-                    return Ok(None);
+                    return Ok(Some(None));
                 }
                 // Deleted in this layer, re-created now: hide whatever the lowers had.
                 rustix::fs::unlinkat(cur.diff.as_fd(), name, AtFlags::empty())
@@ -467,7 +501,7 @@ fn overlay_dir(
                 }
                 (Lower::Absent, _) => {
                     if !create {
-                        return Ok(None);
+                        return Ok(Some(None));
                     }
                     let fd = make_dir(cur.diff.as_fd(), name, None, entry)?;
                     Some(Pos {
@@ -498,6 +532,9 @@ fn overlay_dir(
                 ));
             }
             if target.starts_with(b"/") {
+                if !is_root {
+                    return Ok(None);
+                }
                 stack.truncate(1);
             }
             for part in target.split(|b| *b == b'/').rev() {
@@ -508,10 +545,7 @@ fn overlay_dir(
     let top = stack
         .pop()
         .ok_or_else(|| Error::entry(entry, Rule::Io, "empty resolution stack"))?;
-    let key = key_of(top.diff.as_fd()).map_err(|e| io_err(entry, "inspecting a directory", e))?;
-    Ok(Some(Dir {
-        fd: top.diff,
-        lowers: Rc::new(top.lowers),
-        key,
-    }))
+    Dir::new(top.diff, Rc::new(top.lowers))
+        .map(|d| Some(Some(d)))
+        .map_err(|e| io_err(entry, "inspecting a directory", e))
 }
