@@ -27,6 +27,8 @@
 //! Requests are served concurrently: while `docker commit` streams a `Diff`, dockerd creates
 //! and applies the new layer on another connection.
 
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::path::PathBuf;
