@@ -65,9 +65,19 @@ pub fn run(
             "strata: serving graph-driver plugin {name:?} on {} (store: {store})",
             socket.display()
         );
-        let result = plugin
-            .serve(listener, strata::serve::shutdown_signal())
-            .await;
+        let on_signal = file.clone();
+        let shutdown = async move {
+            strata::serve::shutdown_signal().await;
+            // A second signal does not wait for requests in flight: the store's staging rolls
+            // an interrupted apply back at the next open.
+            tokio::spawn(async move {
+                strata::serve::shutdown_signal().await;
+                eprintln!("strata: second signal, exiting without waiting for requests");
+                on_signal.remove();
+                std::process::exit(1);
+            });
+        };
+        let result = plugin.serve(listener, shutdown).await;
         file.remove();
         result.with_context(|| format!("serving {}", socket.display()))
     })?;

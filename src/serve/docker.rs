@@ -266,6 +266,11 @@ impl DockerPlugin {
                 (o.graph, o.private_bind)
             }
             previous => {
+                if let Some(dir) = previous.as_ref().and_then(|o| o.private_bind.as_ref()) {
+                    if let Err(e) = super::release_private_mount(dir) {
+                        warn!(dir = %dir.display(), error = %e, "could not undo the private bind");
+                    }
+                }
                 let mut gc = GraphConfig::new(&key.root);
                 gc.driver = config.driver.clone();
                 gc.options = key.options.clone();
@@ -462,9 +467,11 @@ async fn get(State(p): State<DockerPlugin>, body: Bytes) -> Response {
 }
 
 async fn put(State(p): State<DockerPlugin>, body: Bytes) -> Response {
-    layer_call(p, body, |g, a| {
-        g.put(&a.id)?;
-        Ok(json!({}))
+    layer_call(p, body, |g, a| match g.put(&a.id) {
+        // dockerd may release a container's layer without having mounted it since it
+        // started (cleaning up after a crash); overlay2 and vfs accept that, so do we.
+        Ok(()) | Err(Error::NotMounted(_)) => Ok(json!({})),
+        Err(e) => Err(e.into()),
     })
     .await
 }

@@ -46,7 +46,7 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServeError {
 
 /// A unix socket bound by this process. [`SocketFile::remove`] deletes the socket file, but
 /// only while it is still the one this process bound (a successor may have replaced it).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SocketFile {
     path: PathBuf,
     dev: u64,

@@ -65,10 +65,15 @@ impl Server {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
-    async fn stop(mut self) {
+    /// Signals shutdown without waiting for it.
+    fn begin_stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+
+    async fn stop(mut self) {
+        self.begin_stop();
         if let Some(t) = self.task.take() {
             let done = tokio::time::timeout(Duration::from_secs(30), t).await;
             done.expect("server stops within 30 s")
@@ -274,6 +279,11 @@ async fn handshake_and_answer_shapes() {
     assert!(v["Metadata"].is_object(), "{v}");
     let (status, _) = s.post_json("/GraphDriver.Put", json!({"ID": "ctr"})).await;
     assert_eq!(status, StatusCode::OK);
+    // A Put without a Get is accepted (as overlay2 and vfs do); of a missing layer it is not.
+    let (status, _) = s.post_json("/GraphDriver.Put", json!({"ID": "ctr"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.post_json("/GraphDriver.Put", json!({"ID": "nope"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     // Errors: a refused removal, a malformed body, an unknown endpoint.
     let (status, v) = s
         .post_json("/GraphDriver.Remove", json!({"ID": "base"}))
@@ -384,5 +394,67 @@ async fn requests_are_served_while_a_diff_streams() {
         .expect("requests beside a streaming Diff must not wait for it");
     let got = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(tar_files(&got), tar_files(&tar));
+    s.stop().await;
+}
+
+/// SIGTERM's path: once shutdown begins, no new connection is served, but an apply whose body
+/// is still arriving completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_apply_in_flight_finish() {
+    let mut s = Server::start().await;
+    s.init().await;
+    s.post_json("/GraphDriver.Create", json!({"ID": "slow"}))
+        .await;
+    let tar = sample_tar(50, 10_000);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|f| (f, rx))
+    }));
+    let socket = s.socket.clone();
+    let call = tokio::spawn(async move {
+        let resp = send(&socket, "/GraphDriver.ApplyDiff?id=slow&parent=", body).await;
+        let status = resp.status();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    });
+    let (first, rest) = tar.split_at(tar.len() / 2);
+    tx.send(Ok(Frame::data(Bytes::copy_from_slice(first))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.begin_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = match UnixStream::connect(&s.socket).await {
+        Err(_) => true,
+        Ok(stream) => {
+            // Accepted by the kernel's backlog at most: no answer comes.
+            let probe = async {
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(conn);
+                let req = Request::post("/Plugin.Activate")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                sender.send_request(req).await
+            };
+            !matches!(
+                tokio::time::timeout(Duration::from_secs(2), probe).await,
+                Ok(Ok(_))
+            )
+        }
+    };
+    assert!(refused, "a new connection was served after shutdown began");
+    tx.send(Ok(Frame::data(Bytes::copy_from_slice(rest))))
+        .await
+        .unwrap();
+    drop(tx);
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), call)
+        .await
+        .expect("the apply in flight finishes")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"Size": 50 * 10_000})
+    );
     s.stop().await;
 }
