@@ -424,3 +424,90 @@ fn dockerd_on_strata_overlay() {
 fn dockerd_on_strata_vfs() {
     scenario("vfs");
 }
+
+/// A layer far larger than any buffer goes through ApplyDiff and comes back through Diff
+/// while the plugin's memory stays small: both bodies stream.
+#[test]
+fn plugin_streams_large_layers_in_bounded_memory() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+
+    const SIZE: u64 = 512 << 20;
+    const CHUNK: usize = 1 << 20;
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the plugin test needs root (mounts)"
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("strata-plugin-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let _unmount = docker::UnmountGuard(dir.path().to_path_buf());
+    let socket = dir.path().join("plugin.sock");
+    let mut plugin = Plugin::new(
+        "strata-mem",
+        "vfs",
+        Some(socket.clone()),
+        dir.path().join("plugin.log"),
+    )
+    .with_root(&dir.path().join("store"));
+    plugin.start();
+    let pid = plugin.pid().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let streamed = rt.block_on(async {
+        let call = |path: &'static str, body: &'static str| {
+            let socket = socket.clone();
+            async move {
+                let r = docker::http_post(&socket, path, Full::new(Bytes::from(body))).await;
+                assert_eq!(r.status(), 200, "{path}");
+            }
+        };
+        call("/GraphDriver.Init", "{\"Home\":\"/nonexistent/ignored\"}\n").await;
+        call("/GraphDriver.Create", "{\"ID\":\"big\"}\n").await;
+        let mut header = tar::Header::new_gnu();
+        header.set_path("big").unwrap();
+        header.set_size(SIZE);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let head = Bytes::copy_from_slice(header.as_bytes());
+        let zeros = Bytes::from(vec![0u8; CHUNK]);
+        let chunks = (SIZE / CHUNK as u64) as usize;
+        let frames = std::iter::once(head)
+            .chain(std::iter::repeat_n(zeros, chunks))
+            .chain(std::iter::once(Bytes::from(vec![0u8; 1024])))
+            .map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
+        let body = StreamBody::new(futures_util::stream::iter(frames));
+        let r = docker::http_post(&socket, "/GraphDriver.ApplyDiff?id=big&parent=", body).await;
+        assert_eq!(r.status(), 200);
+        let answer = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, Bytes::from(format!("{{\"Size\":{SIZE}}}")));
+        let r = docker::http_post(
+            &socket,
+            "/GraphDriver.Diff",
+            Full::new(Bytes::from("{\"ID\":\"big\"}\n")),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let mut body = r.into_body();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                n += data.len() as u64;
+            }
+        }
+        n
+    });
+    assert!(streamed > SIZE, "Diff streamed only {streamed} bytes");
+    let peak = peak_rss_mib(pid);
+    plugin.stop();
+    eprintln!(
+        "plugin peak RSS while moving 2 x {} MiB: {peak} MiB",
+        SIZE >> 20
+    );
+    assert!(peak < 64, "the plugin's peak RSS was {peak} MiB");
+}
+
+fn peak_rss_mib(pid: u32) -> u64 {
+    docker::peak_rss(pid) >> 20
+}

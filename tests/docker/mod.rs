@@ -327,6 +327,18 @@ impl Plugin {
         self.proc = Some(proc);
     }
 
+    /// Uses `root` as the store instead of Init's Home (`strata --root`).
+    pub fn with_root(mut self, root: &Path) -> Plugin {
+        self.cmd
+            .splice(0..0, ["--root".to_string(), root.display().to_string()]);
+        self
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
     /// Stops it; asserts that it stopped on SIGTERM and removed its socket.
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
@@ -413,4 +425,52 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
         .success();
     assert!(ok, "tar of the busybox rootfs failed");
     tar
+}
+
+/// Unmounts whatever is left below a directory when dropped.
+pub struct UnmountGuard(pub PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        unmount_all_under(&self.0);
+    }
+}
+
+/// One plugin call over its unix socket, with a plain HTTP/1 client (as dockerd's Go client
+/// sends it: POST, Host plugin.moby.localhost, the v1.2 Accept header).
+pub async fn http_post<B>(
+    socket: &Path,
+    path: &str,
+    body: B,
+) -> hyper::Response<hyper::body::Incoming>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("connect to the plugin");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::post(path)
+        .header("Host", "plugin.moby.localhost")
+        .header("Accept", "application/vnd.docker.plugins.v1.2+json")
+        .body(body)
+        .expect("request");
+    sender.send_request(req).await.expect("plugin call")
+}
+
+/// Peak resident memory of a process, in bytes (`VmHWM`).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
 }
