@@ -259,30 +259,31 @@ impl DockerPlugin {
         // Inits are serialised; `opened` itself is only ever held for a moment, because
         // request handlers read it from async context.
         let _one_init = self.shared.init.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.lock().take();
-        let (graph, mut private_bind) = match current {
-            Some(o) if o.key == key => {
+        // Requests keep being served by the current store until the new one replaces it.
+        let reuse = self
+            .lock()
+            .as_ref()
+            .filter(|o| o.key == key)
+            .map(|o| (o.graph.clone(), o.private_bind.clone()));
+        let reused = reuse.is_some();
+        let (graph, mut private_bind) = match reuse {
+            Some(open) => {
                 info!(root = %key.root.display(), "Init again: keeping the open store");
-                (o.graph, o.private_bind)
+                open
             }
-            previous => {
-                if let Some(dir) = previous.as_ref().and_then(|o| o.private_bind.as_ref()) {
-                    if let Err(e) = super::release_private_mount(dir) {
-                        warn!(dir = %dir.display(), error = %e, "could not undo the private bind");
-                    }
-                }
+            None => {
                 let mut gc = GraphConfig::new(&key.root);
                 gc.driver = config.driver.clone();
                 gc.options = key.options.clone();
-                let graph = match Graph::open(gc) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        *self.lock() = previous;
-                        return Err(e.into());
-                    }
-                };
+                let graph = Graph::open(gc)?;
                 info!(root = %graph.store().root().display(), driver = graph.name(), "store opened");
-                (graph, None)
+                // Same root, other options: the bind made for the previous store stays ours.
+                let inherited = self
+                    .lock()
+                    .as_ref()
+                    .and_then(|o| o.private_bind.clone())
+                    .filter(|d| d == graph.store().root());
+                (graph, inherited)
             }
         };
         // The whole root, not just layers/: staging/ and layers/ must stay on one mount, or
@@ -296,11 +297,20 @@ impl DockerPlugin {
                 warn!(dir = %root.display(), error = %e, "could not make the store root a private mount")
             }
         }
-        *self.lock() = Some(Opened {
+        let previous = self.lock().replace(Opened {
             key,
             graph,
-            private_bind,
+            private_bind: private_bind.clone(),
         });
+        if let Some(dir) = previous
+            .filter(|_| !reused)
+            .and_then(|o| o.private_bind)
+            .filter(|d| Some(d) != private_bind.as_ref())
+        {
+            if let Err(e) = super::release_private_mount(&dir) {
+                warn!(dir = %dir.display(), error = %e, "could not undo the private bind");
+            }
+        }
         Ok(())
     }
 }

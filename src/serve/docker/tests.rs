@@ -302,6 +302,28 @@ async fn handshake_and_answer_shapes() {
     let (status, v) = s.post_json("/GraphDriver.Frobnicate", json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(v["Err"].is_string(), "{v}");
+    // Init's Opts are driver options (`NAME.key` or `key`); one the backend cannot honour
+    // fails Init with the store's message, and the open store stays in service.
+    let (status, v) = s
+        .post_json(
+            "/GraphDriver.Init",
+            json!({"Home": s.home(), "Opts": ["strata-test.size=1G"]}),
+        )
+        .await;
+    assert_ne!(status, StatusCode::OK);
+    assert!(v["Err"].as_str().unwrap().contains("size"), "{v}");
+    let (status, v) = s
+        .post_json(
+            "/GraphDriver.Init",
+            json!({"Home": s.home(), "Opts": ["colour=blue"]}),
+        )
+        .await;
+    assert_ne!(status, StatusCode::OK);
+    assert!(v["Err"].as_str().unwrap().contains("colour"), "{v}");
+    let (_, v) = s
+        .post_json("/GraphDriver.Exists", json!({"ID": "ctr"}))
+        .await;
+    assert_eq!(v, json!({"Exists": true}));
     // A second Init (dockerd restarted) keeps the store.
     s.init().await;
     let (_, v) = s
