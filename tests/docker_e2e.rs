@@ -125,6 +125,23 @@ impl Env {
         self.docker_at(false, args)
     }
 
+    /// `docker run --rm --network none IMAGE sh -c SCRIPT` on one daemon; its output.
+    fn run_at(&self, reference: bool, image: &str, script: &str) -> String {
+        self.docker_at(
+            reference,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                image,
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+    }
+
     fn start_strata(&mut self) {
         self.plugin.as_mut().unwrap().start();
         let d = self.strata.as_mut().unwrap();
@@ -217,10 +234,7 @@ fn scenario(backend: &str) {
     // import + run, on both daemons.
     for r in [false, true] {
         env.docker_at(r, &["import", &rootfs, "bb:1"]);
-        let out = env.docker_at(
-            r,
-            &["run", "--rm", "--network", "none", "bb:1", "echo", "hello"],
-        );
+        let out = env.run_at(r, "bb:1", "echo hello");
         assert_eq!(out, "hello\n");
         env.docker_at(
             r,
@@ -252,16 +266,11 @@ fn scenario(backend: &str) {
 
     // commit, and a container of the result sees the changes.
     env.docker(&["commit", "changed", "bb:2"]);
-    let out = env.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
+    let out = env.run_at(
+        false,
         "bb:2",
-        "sh",
-        "-c",
         "cat /data/sub/f /etc/conf; test -e /bin/ls || echo no-ls; test -e /old || echo no-old",
-    ]);
+    );
     assert_eq!(out, "new\na\nb\nno-ls\nno-old\n");
 
     // the legacy builder: COPY and RUN.
@@ -274,16 +283,11 @@ fn scenario(backend: &str) {
     )
     .unwrap();
     env.docker(&["build", "-t", "bb:3", ctx.to_str().unwrap()]);
-    let out = env.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
+    let out = env.run_at(
+        false,
         "bb:3",
-        "sh",
-        "-c",
         "cat /ran /copied /data/sub/f; test -e /etc/conf || echo no-conf",
-    ]);
+    );
     assert_eq!(out, "ran\nfiledata\nnew\nno-conf\n");
 
     // docker save: every layer tar's sha256 is its diff_id (files under Get's Dir are exact).
@@ -322,15 +326,7 @@ fn scenario(backend: &str) {
         sorted_lines(&env.docker(&["diff", "changed"])),
         sorted_lines(&expected)
     );
-    let out = env.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "bb:2",
-        "cat",
-        "/data/sub/f",
-    ]);
+    let out = env.run_at(false, "bb:2", "cat /data/sub/f");
     assert_eq!(out, "new\n");
 
     // Removing everything leaves no layer and no mount.

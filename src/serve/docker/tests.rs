@@ -100,6 +100,12 @@ impl Server {
         (status, v)
     }
 
+    /// `Diff` of `id` against its own parent: the response, body unread.
+    async fn diff(&self, id: &str) -> hyper::Response<hyper::body::Incoming> {
+        let body = Full::new(Bytes::from(format!("{}\n", json!({ "ID": id }))));
+        send(&self.socket, "/GraphDriver.Diff", body).await
+    }
+
     /// `ApplyDiff` with a chunked body sent in pieces.
     async fn apply(&self, id: &str, parent: &str, tar: Vec<u8>) -> (StatusCode, Value) {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(2);
@@ -304,22 +310,12 @@ async fn handshake_and_answer_shapes() {
     assert!(v["Err"].is_string(), "{v}");
     // Init's Opts are driver options (`NAME.key` or `key`); one the backend cannot honour
     // fails Init with the store's message, and the open store stays in service.
-    let (status, v) = s
-        .post_json(
-            "/GraphDriver.Init",
-            json!({"Home": s.home(), "Opts": ["strata-test.size=1G"]}),
-        )
-        .await;
-    assert_ne!(status, StatusCode::OK);
-    assert!(v["Err"].as_str().unwrap().contains("size"), "{v}");
-    let (status, v) = s
-        .post_json(
-            "/GraphDriver.Init",
-            json!({"Home": s.home(), "Opts": ["colour=blue"]}),
-        )
-        .await;
-    assert_ne!(status, StatusCode::OK);
-    assert!(v["Err"].as_str().unwrap().contains("colour"), "{v}");
+    for (opt, named) in [("strata-test.size=1G", "size"), ("colour=blue", "colour")] {
+        let init = json!({"Home": s.home(), "Opts": [opt]});
+        let (status, v) = s.post_json("/GraphDriver.Init", init).await;
+        assert_ne!(status, StatusCode::OK);
+        assert!(v["Err"].as_str().unwrap().contains(named), "{v}");
+    }
     let (_, v) = s
         .post_json("/GraphDriver.Exists", json!({"ID": "ctr"}))
         .await;
@@ -352,12 +348,7 @@ async fn apply_diff_chunked_and_diff_streaming_round_trip() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v, json!({"Size": 300 * 20_000}));
     // Diff: a 200 whose body is the raw tar.
-    let resp = send(
-        &s.socket,
-        "/GraphDriver.Diff",
-        Full::new(Bytes::from("{\"ID\":\"l1\"}\n")),
-    )
-    .await;
+    let resp = s.diff("l1").await;
     assert_eq!(resp.status(), StatusCode::OK);
     let got = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(tar_files(&got), tar_files(&tar));
@@ -372,6 +363,8 @@ async fn apply_diff_chunked_and_diff_streaming_round_trip() {
     let (status, v) = s.apply("l2", "l1", vec![b'x'; 5000]).await;
     assert_ne!(status, StatusCode::OK);
     assert!(v["Err"].is_string(), "{v}");
+    let kept = s.diff("l2").await.into_body().collect().await.unwrap();
+    assert_eq!(tar_files(&kept.to_bytes()), tar_files(&sample_tar(1, 10)));
     // Diff errors come before the stream, as a status.
     let (status, v) = s
         .post_json("/GraphDriver.Diff", json!({"ID": "nope"}))
@@ -391,12 +384,7 @@ async fn requests_are_served_while_a_diff_streams() {
         .await;
     let (status, v) = s.apply("src", "", tar.clone()).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let resp = send(
-        &s.socket,
-        "/GraphDriver.Diff",
-        Full::new(Bytes::from("{\"ID\":\"src\"}\n")),
-    )
-    .await;
+    let resp = s.diff("src").await;
     assert_eq!(resp.status(), StatusCode::OK);
     // The Diff body is not read yet; the other calls must go through regardless.
     let others = async {
