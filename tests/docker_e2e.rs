@@ -144,6 +144,10 @@ impl Env {
 
     fn start_strata(&mut self) {
         self.plugin.as_mut().unwrap().start();
+        self.start_dockerd();
+    }
+
+    fn start_dockerd(&mut self) {
         let d = self.strata.as_mut().unwrap();
         d.spawn(&self.dockerd_bin);
         d.wait_ready(&self.docker_bin, self.dir.path());
@@ -304,6 +308,15 @@ fn scenario(backend: &str) {
         "cat",
         "/ran",
     ]);
+    // dockerd alone first: the running plugin gets a second Init, and must serve the same
+    // store although dockerd's shutdown detached the plugin's mounts with its data-root.
+    env.strata.as_mut().unwrap().stop();
+    env.start_dockerd();
+    assert_eq!(env.run_at(false, "bb:3", "cat /ran"), "ran\n");
+    assert!(
+        docker::is_private_mount_point(&env.store_root()),
+        "after the second Init the store root is not a private mount of its own"
+    );
     env.stop_strata();
     let root = env.store_root();
     assert!(

@@ -369,6 +369,24 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether `dir` is a mount point of its own with private propagation (no `shared:` or
+/// `master:` tag in its mountinfo line).
+pub fn is_private_mount_point(dir: &Path) -> bool {
+    let table = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = dir.to_str().expect("UTF-8 path");
+    table.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            return false;
+        };
+        fields.len() > 6
+            && fields[4] == dir
+            && !fields[6..sep]
+                .iter()
+                .any(|f| f.starts_with("shared:") || f.starts_with("master:"))
+    })
+}
+
 /// Unmounts whatever is left at or below `dir`.
 pub fn unmount_all_under(dir: &Path) {
     for m in mounts_under(dir) {
