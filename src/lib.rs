@@ -7,7 +7,9 @@
 //! * [`backend`] — storage backends (`vfs`, `overlay`): where layer bytes live and how they mount;
 //! * [`store`] — the crash-safe metadata store and layer directory lifecycle;
 //! * [`archive`] — the diff engine: applying and exporting layer tars, changes, tree copies;
-//! * [`sys`] — the only module that talks to the kernel below what `rustix` offers safely.
+//! * [`sys`] — the only module that talks to the kernel below what `rustix` offers safely;
+//! * `serve` (feature `docker-plugin`) — servers over a unix socket: dockerd's graph-driver
+//!   plugin protocol.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -19,6 +21,8 @@ pub mod failpoint;
 pub mod fsutil;
 pub mod graph;
 pub mod options;
+#[cfg(feature = "docker-plugin")]
+pub mod serve;
 pub mod store;
 pub mod sys;
 pub mod units;

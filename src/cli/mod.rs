@@ -2,12 +2,15 @@
 //! line on stderr starting with `strata: `, exit status 1; usage errors exit with status 2.
 
 mod output;
+#[cfg(feature = "docker-plugin")]
+mod serve;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use strata::graph::{ApplyParams, Graph, GraphConfig};
 use strata::{CreateOpts, Driver};
 
@@ -138,6 +141,10 @@ enum Command {
     },
     /// List layers: id, parent, kind, size, mounted.
     Ls,
+    /// Serve the store to another program over a unix socket.
+    #[cfg(feature = "docker-plugin")]
+    #[command(subcommand)]
+    Serve(serve::ServeCommand),
 }
 
 /// Treats an empty `--parent ""` like an absent one, as the plugin protocol does.
@@ -151,6 +158,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
@@ -158,8 +166,11 @@ fn init_logging() {
 /// Runs the CLI; returns the exit status.
 pub fn main() -> i32 {
     init_logging();
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // A server opens the store its client names unless a root was chosen explicitly.
+    let root_explicit = matches.value_source("root") != Some(ValueSource::DefaultValue);
+    match run(cli, root_explicit) {
         Ok(()) => 0,
         Err(e) => {
             let mut msg = format!("{e}");
@@ -176,7 +187,18 @@ pub fn main() -> i32 {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, root_explicit: bool) -> Result<()> {
+    #[cfg(feature = "docker-plugin")]
+    if let Command::Serve(cmd) = &cli.command {
+        return serve::run(
+            cmd,
+            root_explicit.then(|| cli.root.clone()),
+            &cli.driver,
+            &cli.opt,
+        );
+    }
+    #[cfg(not(feature = "docker-plugin"))]
+    let _ = root_explicit;
     let mut config = GraphConfig::new(&cli.root);
     config.driver = cli.driver.clone();
     config.options = cli.opt.clone();
@@ -265,6 +287,8 @@ fn run(cli: Cli) -> Result<()> {
             writeln!(out, "{}", graph.diff_size(id, parent(p))?)?
         }
         Command::Ls => output::ls(out, &graph.list()?, cli.json)?,
+        #[cfg(feature = "docker-plugin")]
+        Command::Serve(_) => unreachable!("servers are dispatched before the store is opened"),
     }
     out.flush()?;
     Ok(())

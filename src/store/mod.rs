@@ -525,12 +525,9 @@ impl Locked<'_> {
         let same_boot = self.db().meta("boot_id")?.as_deref() == Some(boot.as_str());
         let table = mountinfo::read().ctx(|| "reading /proc/self/mountinfo".into())?;
         let layers = self.store.layers_dir();
-        // Only mounts inside a layer directory are layer mounts; a mount at `layers/` itself
-        // (a private self-bind made by a server) is not.
         let live: HashSet<PathBuf> = mountinfo::mounts_under(&table, &layers)
             .into_iter()
             .map(|m| m.mount_point)
-            .filter(|p| p != &layers)
             .collect();
         let mut claimed = HashSet::new();
         for rec in self.db().list()? {
@@ -605,11 +602,7 @@ impl Locked<'_> {
     pub fn release_all(&self) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         let table = mountinfo::read().ctx(|| "reading /proc/self/mountinfo".into())?;
-        let layers = self.store.layers_dir();
-        for m in mountinfo::mounts_under(&table, &layers)
-            .into_iter()
-            .filter(|m| m.mount_point != layers)
-        {
+        for m in mountinfo::mounts_under(&table, &self.store.layers_dir()) {
             sys::mount::unmount(&m.mount_point)
                 .ctx(|| format!("unmounting {}", m.mount_point.display()))?;
             let _ = fs::remove_dir(&m.mount_point);

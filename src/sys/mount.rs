@@ -240,3 +240,17 @@ pub fn unmount(target: &Path) -> io::Result<()> {
 pub fn selinux_enabled() -> bool {
     Path::new("/sys/fs/selinux/enforce").exists()
 }
+
+/// Bind-mounts `dir` onto itself, recursively (making it a mount point of its own while the
+/// mounts below it stay visible).
+pub fn bind_self(dir: &Path) -> io::Result<()> {
+    rustix::mount::mount_bind_recursive(dir, dir)?;
+    Ok(())
+}
+
+/// Sets the propagation of the mount at `dir` to private: mounts below it neither propagate
+/// to peers nor receive theirs.
+pub fn make_private(dir: &Path) -> io::Result<()> {
+    rustix::mount::mount_change(dir, rustix::mount::MountPropagationFlags::PRIVATE)?;
+    Ok(())
+}
