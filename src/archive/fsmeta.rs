@@ -64,13 +64,40 @@ fn timestamps(atime: Time, mtime: Time) -> Timestamps {
     }
 }
 
+/// Which of the owner and mode steps an object still needs: a freshly created object may
+/// already have the right ones (see `apply::creds`). Extended attributes are always set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Needs {
+    /// The owner must be set.
+    pub chown: bool,
+    /// The mode must be set.
+    pub chmod: bool,
+}
+
+impl Needs {
+    /// Every step.
+    pub const ALL: Needs = Needs {
+        chown: true,
+        chmod: true,
+    };
+}
+
 /// Sets owner, xattrs and mode (in that order) on an open regular file or directory.
 pub fn set_fd(fd: BorrowedFd<'_>, m: &Meta) -> io::Result<()> {
-    fchown(fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))?;
+    apply_fd(fd, m, Needs::ALL)
+}
+
+/// [`set_fd`], skipping the owner and mode steps `needs` says are already right.
+pub fn apply_fd(fd: BorrowedFd<'_>, m: &Meta, needs: Needs) -> io::Result<()> {
+    if needs.chown {
+        fchown(fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)))?;
+    }
     for (k, v) in &m.xattrs {
         fsetxattr(fd, OsStr::from_bytes(k), v, XattrFlags::empty())?;
     }
-    fchmod(fd, Mode::from_raw_mode(m.mode & 0o7777))?;
+    if needs.chmod {
+        fchmod(fd, Mode::from_raw_mode(m.mode & 0o7777))?;
+    }
     Ok(())
 }
 
@@ -83,20 +110,33 @@ pub fn set_times_fd(fd: BorrowedFd<'_>, atime: Time, mtime: Time) -> io::Result<
 /// Sets owner, xattrs and (unless `symlink`) mode on `parent/name` without following a final
 /// symlink. `name` must be a single path component.
 pub fn set_at(parent: BorrowedFd<'_>, name: &OsStr, m: &Meta, symlink: bool) -> io::Result<()> {
-    chownat(
-        parent,
-        name,
-        Some(Uid::from_raw(m.uid)),
-        Some(Gid::from_raw(m.gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
+    apply_at(parent, name, m, Needs::ALL, symlink)
+}
+
+/// [`set_at`], skipping the owner and mode steps `needs` says are already right.
+pub fn apply_at(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    m: &Meta,
+    needs: Needs,
+    symlink: bool,
+) -> io::Result<()> {
+    if needs.chown {
+        chownat(
+            parent,
+            name,
+            Some(Uid::from_raw(m.uid)),
+            Some(Gid::from_raw(m.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
     if !m.xattrs.is_empty() {
         let path = sys::proc_fd_path(parent, name);
         for (k, v) in &m.xattrs {
             lsetxattr(&path, OsStr::from_bytes(k), v, XattrFlags::empty())?;
         }
     }
-    if !symlink {
+    if needs.chmod && !symlink {
         sys::fchmodat_nofollow(parent, name, m.mode & 0o7777)?;
     }
     Ok(())

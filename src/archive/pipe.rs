@@ -6,9 +6,9 @@ use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Bytes per chunk.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight.
-pub const DEPTH: usize = 8;
+pub const DEPTH: usize = 4;
 
 /// Creates a connected writer/reader pair.
 pub fn pipe() -> (PipeWriter, PipeReader) {

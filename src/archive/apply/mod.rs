@@ -42,6 +42,7 @@
 //! `trusted.overlay.opaque=y`, and a directory that replaces a non-directory over a lower
 //! directory is made opaque, so that the merged view equals what the naive apply would give.
 
+mod creds;
 pub mod tree;
 
 use std::collections::HashSet;
@@ -58,6 +59,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 use tracing::debug;
 
+use self::creds::Creds;
 use self::tree::{is_whiteout, lower_lookup, Dir, Lower, Tree, OPAQUE_XATTR};
 use super::fsmeta::{self, Meta};
 use super::name;
@@ -174,6 +176,7 @@ fn run(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions) -> Result<Ap
         buf: vec![0u8; 256 * 1024],
         stats: ApplyStats::default(),
         rec,
+        creds: Creds::current(),
     };
     let mut tr = TarReader::new(input, opts.limits);
     tr.set_recording(a.rec.is_some());
@@ -219,6 +222,8 @@ struct Applier {
     stats: ApplyStats,
     /// The tar-split recorder, when recording for exact re-export.
     rec: Option<Recorder>,
+    /// Who new entries belong to and how the umask shapes their modes.
+    creds: Creds,
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -363,14 +368,14 @@ impl Applier {
         meta: &Meta,
         tr: &mut TarReader<R>,
     ) -> Result<(), Error> {
-        self.remove_existing(h, dir, name)?;
-        let fd = openat(
-            dir.fd.as_fd(),
-            os(name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| sys(h, "creating the file", e))?;
+        let fd = self.create(h, dir, name, |d| {
+            openat(
+                d.fd.as_fd(),
+                os(name),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(meta.mode & 0o777),
+            )
+        })?;
         tr.claim_payload();
         let mut file = std::fs::File::from(fd);
         match &h.sparse {
@@ -399,7 +404,8 @@ impl Applier {
                     .map_err(|e| sys(h, "sizing the sparse file", e))?;
             }
         }
-        fsmeta::set_fd(file.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?;
+        fsmeta::apply_fd(file.as_fd(), meta, self.needs(dir, meta, false))
+            .map_err(|e| sys(h, "setting metadata", e))?;
         fsmeta::set_times_fd(file.as_fd(), meta.atime, meta.mtime)
             .map_err(|e| sys(h, "setting times", e))?;
         if let Some(r) = &mut self.rec {
@@ -423,6 +429,32 @@ impl Applier {
         meta: &Meta,
     ) -> Result<(), Error> {
         let name = comps[comps.len() - 1];
+        match rustix::fs::mkdirat(
+            dir.fd.as_fd(),
+            os(name),
+            Mode::from_raw_mode(meta.mode & 0o777),
+        ) {
+            Ok(()) => {
+                // Fresh (in overlay format, merging with any lower directory there).
+                fsmeta::apply_at(
+                    dir.fd.as_fd(),
+                    os(name),
+                    meta,
+                    self.needs(dir, meta, true),
+                    false,
+                )
+                .map_err(|e| sys(h, "setting metadata", e))?;
+                let acl = meta
+                    .xattrs
+                    .iter()
+                    .any(|(k, _)| k == b"system.posix_acl_default");
+                self.tree.created(comps, dir, name, acl);
+                self.dir_times.push((name::join(comps), meta.clone()));
+                return Ok(());
+            }
+            Err(Errno::EXIST) => {}
+            Err(e) => return Err(sys(h, "creating the directory", e)),
+        }
         let existing = match statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Some(st),
             Err(Errno::NOENT) => None,
@@ -479,10 +511,38 @@ impl Applier {
         if h.link.contains(&0) {
             return Err(fail(h, Rule::BadName, "symlink target contains a NUL byte"));
         }
-        self.remove_existing(h, dir, name)?;
-        symlinkat(os(&h.link), dir.fd.as_fd(), os(name))
-            .map_err(|e| sys(h, "creating the symlink", e))?;
-        self.set_at(h, dir, name, meta, true)
+        self.create(h, dir, name, |d| {
+            symlinkat(os(&h.link), d.fd.as_fd(), os(name))
+        })?;
+        let needs = self.needs(dir, meta, false);
+        self.set_at(h, dir, name, meta, true, needs)
+    }
+
+    /// Runs `make` to create `dir/name`; if something is already there, removes it (with the
+    /// layer's own rules: merges, preserved payloads) and tries once more. Checking first
+    /// would cost a `stat` for every entry; collisions are rare.
+    fn create<T>(
+        &mut self,
+        h: &Header,
+        dir: &Dir,
+        name: &[u8],
+        make: impl Fn(&Dir) -> rustix::io::Result<T>,
+    ) -> Result<T, Error> {
+        match make(dir) {
+            Err(Errno::EXIST) => {
+                self.remove_existing(h, dir, name)?;
+                make(dir).map_err(|e| sys(h, "creating the entry", e))
+            }
+            r => r.map_err(|e| sys(h, "creating the entry", e)),
+        }
+    }
+
+    /// Which metadata steps an entry just created in `dir` still needs.
+    fn needs(&self, dir: &Dir, meta: &Meta, is_dir: bool) -> fsmeta::Needs {
+        fsmeta::Needs {
+            chown: !self.creds.owner_ok(dir, meta.uid, meta.gid),
+            chmod: !self.creds.mode_ok(dir, meta.mode, is_dir),
+        }
     }
 
     /// Sets metadata on `dir/name` without following it (symlinks: never chmod, no times
@@ -494,8 +554,9 @@ impl Applier {
         name: &[u8],
         meta: &Meta,
         symlink: bool,
+        needs: fsmeta::Needs,
     ) -> Result<(), Error> {
-        match fsmeta::set_at(dir.fd.as_fd(), os(name), meta, symlink) {
+        match fsmeta::apply_at(dir.fd.as_fd(), os(name), meta, needs, symlink) {
             Ok(()) => {}
             Err(e)
                 if symlink && e.raw_os_error() == Some(libc::EPERM) && !meta.xattrs.is_empty() =>
@@ -506,7 +567,7 @@ impl Applier {
                     xattrs: Vec::new(),
                     ..meta.clone()
                 };
-                fsmeta::set_at(dir.fd.as_fd(), os(name), &bare, true)
+                fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, true)
                     .map_err(|e| sys(h, "setting metadata", e))?;
             }
             Err(e) => return Err(sys(h, "setting metadata", e)),
@@ -567,7 +628,7 @@ impl Applier {
         let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| sys(h, "inspecting the hard link", e))?;
         let symlink = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
-        self.set_at(h, dir, name, meta, symlink)
+        self.set_at(h, dir, name, meta, symlink, fsmeta::Needs::ALL)
     }
 
     /// Copies a lower layer's non-directory into the writable tree (for hard links to it).
@@ -636,7 +697,7 @@ impl Applier {
                     .map_err(|e| sys(h, "reading the lower symlink", e))?;
                 symlinkat(target.as_c_str(), dir.fd.as_fd(), os(name))
                     .map_err(|e| sys(h, "copying up the lower symlink", e))?;
-                self.set_at(h, dir, name, &meta, true)
+                self.set_at(h, dir, name, &meta, true, fsmeta::Needs::ALL)
             }
             FileType::Fifo
             | FileType::CharacterDevice
@@ -650,7 +711,7 @@ impl Applier {
                     st.st_rdev,
                 )
                 .map_err(|e| sys(h, "copying up the lower node", e))?;
-                self.set_at(h, dir, name, &meta, false)
+                self.set_at(h, dir, name, &meta, false, fsmeta::Needs::ALL)
             }
             _ => Err(fail(
                 h,
@@ -688,16 +749,17 @@ impl Applier {
             }
             rustix::fs::makedev(h.dev_major, h.dev_minor)
         };
-        self.remove_existing(h, dir, name)?;
-        mknodat(
-            dir.fd.as_fd(),
-            os(name),
-            ft,
-            Mode::from_raw_mode(0o600),
-            dev,
-        )
-        .map_err(|e| sys(h, "creating the node", e))?;
-        self.set_at(h, dir, name, meta, false)
+        self.create(h, dir, name, |d| {
+            mknodat(
+                d.fd.as_fd(),
+                os(name),
+                ft,
+                Mode::from_raw_mode(meta.mode & 0o777),
+                dev,
+            )
+        })?;
+        let needs = self.needs(dir, meta, false);
+        self.set_at(h, dir, name, meta, false, needs)
     }
 
     fn whiteout(&mut self, h: &Header, parent: &[&[u8]], target: &[u8]) -> Result<(), Error> {

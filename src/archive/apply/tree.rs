@@ -1,11 +1,11 @@
 //! Resolving the parent directory of an entry, confined to the layer.
 //!
-//! * [`Tree::Naive`]: one directory tree (vfs layers, staging copies). Parents are resolved by
+//! * naive [`Tree`]s: one directory tree (vfs layers, staging copies). Parents are resolved by
 //!   the kernel with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)`, so a
 //!   symlink — absolute or relative, however many hops — is followed as if the layer root were
 //!   `/`, and never leaves it. Missing directories are created with mode 0755 — also behind a
 //!   dangling symlink, at its in-root target, as Docker and containerd do.
-//! * [`Tree::Overlay`]: an overlay `diff/` directory over read-only lower layers. Parents are
+//! * overlay [`Tree`]s: an overlay `diff/` directory over read-only lower layers. Parents are
 //!   resolved in the *merged* view, one component at a time with `O_NOFOLLOW` opens: the diff
 //!   is consulted first, then the lowers (top first), honouring whiteout devices and opaque
 //!   directories; a symlink found on the way is followed by strata itself, in-root (an
@@ -118,7 +118,12 @@ fn make_dir(
     meta: Option<&Meta>,
     entry: &[u8],
 ) -> Result<OwnedFd, Error> {
-    mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(|e| {
+    let default = Meta {
+        mode: 0o755,
+        ..Meta::default()
+    };
+    let m = meta.unwrap_or(&default);
+    mkdirat(parent, name, Mode::from_raw_mode(m.mode & 0o777)).map_err(|e| {
         if e == Errno::EXIST {
             Error::entry(
                 entry,
@@ -135,12 +140,13 @@ fn make_dir(
     })?;
     let fd =
         open_dir_nofollow(parent, name).map_err(|e| io_err(entry, "opening a new directory", e))?;
-    let default = Meta {
-        mode: 0o755,
-        ..Meta::default()
+    // Only what the creation did not already get right (umask, setgid parent) is set.
+    let st = fstat(fd.as_fd()).map_err(|e| io_err(entry, "inspecting a new directory", e))?;
+    let needs = fsmeta::Needs {
+        chown: (st.st_uid, st.st_gid) != (m.uid, m.gid),
+        chmod: st.st_mode & 0o7777 != m.mode & 0o7777,
     };
-    let m = meta.unwrap_or(&default);
-    fsmeta::set_fd(fd.as_fd(), m).map_err(|e| {
+    fsmeta::apply_fd(fd.as_fd(), m, needs).map_err(|e| {
         Error::entry(
             entry,
             Rule::Io,
@@ -217,22 +223,23 @@ pub fn lower_lookup(
     }
 }
 
-/// The tree an apply writes into.
-pub enum Tree {
-    /// A plain directory tree.
-    Naive {
-        /// Its root.
-        root: Dir,
-        /// Resolved directories by cleaned path.
-        cache: HashMap<Vec<u8>, Dir>,
-    },
-    /// An overlay diff directory over lower layers.
-    Overlay {
-        /// The diff root, with the lower roots as its merge list.
-        root: Dir,
-        /// Resolved directories by cleaned path.
-        cache: HashMap<Vec<u8>, Dir>,
-    },
+/// The tree an apply writes into: a plain tree, or an overlay `diff/` over lower layers.
+pub struct Tree {
+    overlay: bool,
+    /// The root of the writable tree (for overlay: `diff/`, its lower roots merged under it).
+    root: Dir,
+    /// Resolved directories by cleaned path.
+    cache: HashMap<Vec<u8>, Dir>,
+    /// Directories this layer created, not opened yet: resolving one is then a single open
+    /// relative to its parent, with nothing to look up (it cannot be a symlink or opaque).
+    fresh: HashMap<Vec<u8>, Fresh>,
+}
+
+/// A directory the apply created, with what its creation determined.
+struct Fresh {
+    parent: Dir,
+    name: Vec<u8>,
+    acl_default: bool,
 }
 
 impl Tree {
@@ -240,9 +247,11 @@ impl Tree {
     pub fn naive(root: OwnedFd) -> Result<Tree, Error> {
         let root = Dir::new(Rc::new(root), Rc::new(Vec::new()))
             .map_err(|e| Error::io("inspecting the layer root", e))?;
-        Ok(Tree::Naive {
+        Ok(Tree {
+            overlay: false,
             root,
             cache: HashMap::new(),
+            fresh: HashMap::new(),
         })
     }
 
@@ -253,29 +262,65 @@ impl Tree {
             Rc::new(lowers.into_iter().map(Rc::new).collect()),
         )
         .map_err(|e| Error::io("inspecting the layer root", e))?;
-        Ok(Tree::Overlay {
+        Ok(Tree {
+            overlay: true,
             root,
             cache: HashMap::new(),
+            fresh: HashMap::new(),
         })
     }
 
     /// The root of the writable tree.
     pub fn root(&self) -> &Dir {
-        match self {
-            Tree::Naive { root, .. } | Tree::Overlay { root, .. } => root,
-        }
+        &self.root
     }
 
     /// Whether this is an overlay tree.
     pub fn is_overlay(&self) -> bool {
-        matches!(self, Tree::Overlay { .. })
+        self.overlay
     }
 
     /// Forgets resolved directories; called after anything is removed or made opaque.
     pub fn invalidate(&mut self) {
-        match self {
-            Tree::Naive { cache, .. } | Tree::Overlay { cache, .. } => cache.clear(),
+        self.cache.clear();
+        self.fresh.clear();
+    }
+
+    /// Notes that the apply just created directory `name` in `parent` (path `comps`), with
+    /// `acl` saying whether it carries a default ACL of its own.
+    pub fn created(&mut self, comps: &[&[u8]], parent: &Dir, name: &[u8], acl: bool) {
+        if self.fresh.len() > 4096 {
+            self.fresh.clear();
         }
+        self.fresh.insert(
+            name::join(comps),
+            Fresh {
+                parent: parent.clone(),
+                name: name.to_vec(),
+                acl_default: acl || parent.acl_default,
+            },
+        );
+    }
+
+    fn open_fresh(&self, f: &Fresh, entry: &[u8]) -> Result<Dir, Error> {
+        let fd = open_dir_nofollow(f.parent.fd.as_fd(), OsStr::from_bytes(&f.name))
+            .map_err(|e| io_err(entry, "opening a directory", e))?;
+        let st = fstat(fd.as_fd()).map_err(|e| io_err(entry, "inspecting a directory", e))?;
+        let lowers = if self.overlay && !f.parent.lowers.is_empty() {
+            lower_lookup(&f.parent.lowers, OsStr::from_bytes(&f.name))
+                .map_err(|e| io_err(entry, "looking up lower layers", e))?
+                .1
+        } else {
+            Vec::new()
+        };
+        Ok(Dir {
+            fd: Rc::new(fd),
+            lowers: Rc::new(lowers),
+            key: (st.st_dev, st.st_ino),
+            gid: st.st_gid,
+            setgid: st.st_mode & 0o2000 != 0,
+            acl_default: f.acl_default,
+        })
     }
 
     /// Resolves the directory at `comps`, creating what is missing when `create`; `Ok(None)`
@@ -287,42 +332,38 @@ impl Tree {
         entry: &[u8],
     ) -> Result<Option<Dir>, Error> {
         if comps.is_empty() {
-            return Ok(Some(self.root().clone()));
+            return Ok(Some(self.root.clone()));
         }
         let key = name::join(comps);
-        let cached = match self {
-            Tree::Naive { cache, .. } | Tree::Overlay { cache, .. } => cache.get(&key).cloned(),
-        };
-        if let Some(d) = cached {
-            return Ok(Some(d));
+        if let Some(d) = self.cache.get(&key) {
+            return Ok(Some(d.clone()));
         }
-        let found = match self {
-            Tree::Naive { root, .. } => naive_dir(root, comps, create, entry)?,
-            Tree::Overlay { root, cache } => {
-                // Resume from the deepest resolved ancestor: only the new components are
-                // walked. A symlink leading above that ancestor needs the walk from the root.
-                let start = (1..comps.len())
-                    .rev()
-                    .find_map(|k| cache.get(&name::join(&comps[..k])).map(|d| (k, d.clone())));
-                let resumed = match &start {
-                    Some((k, d)) => overlay_dir(d, &comps[*k..], create, entry, false)?,
-                    None => None,
-                };
-                match resumed {
-                    Some(found) => found,
-                    None => overlay_dir(root, comps, create, entry, true)?.flatten(),
-                }
+        let found = if let Some(f) = self.fresh.remove(&key) {
+            Some(self.open_fresh(&f, entry)?)
+        } else if !self.overlay {
+            naive_dir(&self.root, comps, create, entry)?
+        } else {
+            // Resume from the deepest resolved ancestor: only the new components are
+            // walked. A symlink leading above that ancestor needs the walk from the root.
+            let start = (1..comps.len()).rev().find_map(|k| {
+                self.cache
+                    .get(&name::join(&comps[..k]))
+                    .map(|d| (k, d.clone()))
+            });
+            let resumed = match &start {
+                Some((k, d)) => overlay_dir(d, &comps[*k..], create, entry, false)?,
+                None => None,
+            };
+            match resumed {
+                Some(found) => found,
+                None => overlay_dir(&self.root, comps, create, entry, true)?.flatten(),
             }
         };
         if let Some(d) = &found {
-            match self {
-                Tree::Naive { cache, .. } | Tree::Overlay { cache, .. } => {
-                    if cache.len() > 4096 {
-                        cache.clear();
-                    }
-                    cache.insert(key, d.clone());
-                }
+            if self.cache.len() > 4096 {
+                self.cache.clear();
             }
+            self.cache.insert(key, d.clone());
         }
         Ok(found)
     }
