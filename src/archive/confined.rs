@@ -45,6 +45,9 @@ pub struct Job {
     pub digest: Option<String>,
     /// The only directories the helper may write (everything else is read-only to it).
     pub writable: Vec<PathBuf>,
+    /// Writer threads for small files.
+    #[serde(default)]
+    pub writers: usize,
 }
 
 impl Job {
@@ -62,6 +65,7 @@ impl Job {
             record_into: opts.record_into.clone(),
             digest: opts.digest.as_ref().map(|d| d.to_string()),
             writable,
+            writers: opts.writers,
         }
     }
 
@@ -87,6 +91,7 @@ impl Job {
             },
             record_into: self.record_into.clone(),
             digest,
+            writers: self.writers,
         })
     }
 }

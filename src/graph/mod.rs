@@ -43,6 +43,8 @@ pub struct GraphConfig {
     /// Run applies in a confined helper process started from this binary (see
     /// [`crate::archive::confined`]); `None` applies in-process.
     pub apply_helper: Option<PathBuf>,
+    /// Writer threads an apply uses for small files (0: none).
+    pub writers: usize,
 }
 
 impl GraphConfig {
@@ -55,6 +57,7 @@ impl GraphConfig {
             durable: true,
             limits: Limits::default(),
             apply_helper: None,
+            writers: 2,
         }
     }
 }
@@ -92,6 +95,7 @@ struct Inner {
     durable: bool,
     limits: Limits,
     apply_helper: Option<PathBuf>,
+    writers: usize,
 }
 
 /// The strata driver. Cheap to clone; clones share one store.
@@ -130,6 +134,7 @@ impl Graph {
                 durable: config.durable,
                 limits: config.limits,
                 apply_helper: config.apply_helper,
+                writers: config.writers,
             }),
         })
     }
@@ -286,6 +291,7 @@ impl Graph {
             // Only an apply onto a pristine layer can be reproduced exactly.
             record_into: (rec.generation == 0 && !rec.dirty).then(|| staging.path().to_path_buf()),
             digest,
+            writers: self.inner.writers,
         };
         let stats = match &self.inner.apply_helper {
             Some(exe) => {

@@ -44,6 +44,7 @@
 
 mod creds;
 pub mod tree;
+mod writers;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -60,7 +61,8 @@ use rustix::io::Errno;
 use tracing::debug;
 
 use self::creds::Creds;
-use self::tree::{is_whiteout, lower_lookup, Dir, Lower, Tree, OPAQUE_XATTR};
+use self::tree::{is_whiteout, lower_lookup, Dir, Key, Lower, Tree, OPAQUE_XATTR};
+use self::writers::{Job, Pool};
 use super::fsmeta::{self, Meta};
 use super::name;
 use super::tarsplit::Recorder;
@@ -89,6 +91,8 @@ pub struct ApplyOptions {
     pub limits: Limits,
     /// Record the stream for exact re-export into this directory (see [`super::tarsplit`]).
     pub record_into: Option<PathBuf>,
+    /// Writer threads for small files (0: write everything on the applying thread).
+    pub writers: usize,
     /// Digest the uncompressed stream must have (checked before the apply succeeds).
     pub digest: Option<digest::Expected>,
 }
@@ -101,6 +105,7 @@ impl Default for ApplyOptions {
             limits: Limits::default(),
             record_into: None,
             digest: None,
+            writers: 2,
         }
     }
 }
@@ -169,14 +174,33 @@ fn run(root: BorrowedFd<'_>, input: impl Read, opts: &ApplyOptions) -> Result<Ap
                 Tree::overlay(root, lowers)?
             }
         };
+    std::thread::scope(|scope| {
+        let pool = (opts.writers > 0).then(|| Pool::spawn(scope, opts.writers));
+        apply_entries(tree, rec, pool, input, opts)
+    })
+}
+
+fn apply_entries(
+    mut tree: Tree,
+    rec: Option<Recorder>,
+    pool: Option<Pool>,
+    input: impl Read,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, Error> {
+    // A writable tree that starts empty is, entirely, what this apply makes.
+    let empty = walk_is_empty(tree.root().fd.as_fd())
+        .map_err(|e| Error::io("listing the layer root", e))?;
+    tree.set_root_fresh(empty);
     let mut a = Applier {
         tree,
         unpacked: HashSet::new(),
+        occupied: HashSet::new(),
         dir_times: Vec::new(),
         buf: vec![0u8; 256 * 1024],
         stats: ApplyStats::default(),
         rec,
         creds: Creds::current(),
+        pool,
     };
     let mut tr = TarReader::new(input, opts.limits);
     tr.set_recording(a.rec.is_some());
@@ -224,6 +248,10 @@ struct Applier {
     rec: Option<Recorder>,
     /// Who new entries belong to and how the umask shapes their modes.
     creds: Creds,
+    /// Every name this apply created (entries, implicit directories, copy-ups, whiteouts).
+    occupied: HashSet<Key>,
+    /// Writer threads for small files, when enabled.
+    pool: Option<Pool>,
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -291,10 +319,8 @@ impl Applier {
             return self.whiteout(h, parent, target);
         }
         let meta = entry_meta(h)?;
-        let dir = self
-            .tree
-            .dir(parent, true, &h.name)?
-            .ok_or_else(|| fail(h, Rule::Io, "parent directory vanished"))?;
+        let dir = self.resolve(h, parent)?;
+        self.wait_for(dir.key, last)?;
         match h.kind {
             Kind::Regular => self.regular(h, &dir, last, &meta, tr)?,
             Kind::Dir => self.directory(h, &dir, &comps, &meta)?,
@@ -303,7 +329,53 @@ impl Applier {
             Kind::Char | Kind::Block | Kind::Fifo => self.node(h, &dir, last, &meta)?,
         }
         self.unpacked.insert((dir.key, last.to_vec()));
+        self.occupied.insert((dir.key, last.to_vec()));
         Ok(())
+    }
+
+    /// Resolves (creating) the parent directory `parent`.
+    fn resolve(&mut self, h: &Header, parent: &[&[u8]]) -> Result<Dir, Error> {
+        self.resolve_dir(h, parent, true)?
+            .ok_or_else(|| fail(h, Rule::Io, "parent directory vanished"))
+    }
+
+    /// Resolves the directory `comps` (creating it when `create`), noting what was created
+    /// implicitly. A walk of the filesystem first waits for files in flight: the path could
+    /// run through one of them.
+    fn resolve_dir(
+        &mut self,
+        h: &Header,
+        comps: &[&[u8]],
+        create: bool,
+    ) -> Result<Option<Dir>, Error> {
+        if self.tree.will_walk(comps) {
+            self.barrier()?;
+        }
+        let dir = self.tree.dir(comps, create, &h.name)?;
+        self.occupied.extend(self.tree.take_made());
+        Ok(dir)
+    }
+
+    /// Waits until `dir/name` is no longer being written by a writer thread.
+    fn wait_for(&mut self, dir: (u64, u64), name: &[u8]) -> Result<(), Error> {
+        match &mut self.pool {
+            Some(p) => {
+                let key = (dir, name.to_vec());
+                if p.busy(&key) {
+                    p.wait_for(&key)?;
+                }
+                p.poll()
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until no file is being written.
+    fn barrier(&mut self) -> Result<(), Error> {
+        match &mut self.pool {
+            Some(p) => p.barrier(),
+            None => Ok(()),
+        }
     }
 
     fn root_entry(&mut self, h: &Header) -> Result<(), Error> {
@@ -324,6 +396,7 @@ impl Applier {
 
     /// Removes whatever `dir/name` is in the writable tree, if anything; true if it existed.
     fn remove_existing(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<bool, Error> {
+        self.wait_for(dir.key, name)?;
         let st = match statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(false),
@@ -336,6 +409,12 @@ impl Applier {
 
     /// Removes `dir/name`, first moving payloads this layer recorded there out of the way.
     fn remove(&mut self, h: &Header, dir: &Dir, name: &[u8], is_dir: bool) -> Result<(), Error> {
+        // A removed directory may hold files still being written; a file may be one.
+        if is_dir {
+            self.barrier()?;
+        } else {
+            self.wait_for(dir.key, name)?;
+        }
         if let Some(r) = &mut self.rec {
             if r.preserve(dir.fd.as_fd(), dir.key, name, is_dir)? {
                 return Ok(());
@@ -368,6 +447,9 @@ impl Applier {
         meta: &Meta,
         tr: &mut TarReader<R>,
     ) -> Result<(), Error> {
+        if let Some(done) = self.dispatch(h, dir, name, meta, tr)? {
+            return Ok(done);
+        }
         let fd = self.create(h, dir, name, |d| {
             openat(
                 d.fd.as_fd(),
@@ -537,6 +619,55 @@ impl Applier {
         }
     }
 
+    /// Hands a small file to the writer threads when its outcome cannot depend on order (see
+    /// [`writers`]); `Ok(None)` when the caller must write it itself.
+    fn dispatch<R: Read>(
+        &mut self,
+        h: &Header,
+        dir: &Dir,
+        name: &[u8],
+        meta: &Meta,
+        tr: &mut TarReader<R>,
+    ) -> Result<Option<()>, Error> {
+        let key = (dir.key, name.to_vec());
+        if self.pool.is_none()
+            || !dir.fresh
+            || h.sparse.is_some()
+            || h.size > writers::MAX_JOB
+            || self.occupied.contains(&key)
+        {
+            return Ok(None);
+        }
+        let needs = self.needs(dir, meta, false);
+        let Some(pool) = self.pool.as_mut() else {
+            return Ok(None);
+        };
+        let mut data = pool.buffer();
+        tr.claim_payload();
+        data.resize(h.size as usize, 0);
+        let mut got = 0;
+        while got < data.len() {
+            let n = tr.read_payload(&mut data[got..])?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        tr.read_payload(&mut self.buf)?; // consumes the padding
+        if let Some(r) = &mut self.rec {
+            r.file(&h.name, h.size, None, dir.fd.as_fd(), dir.key, name)?;
+        }
+        pool.submit(Job {
+            dir: dir.fd.clone(),
+            key,
+            data,
+            meta: meta.clone(),
+            needs,
+            entry: h.name.clone(),
+        })?;
+        Ok(Some(()))
+    }
+
     /// Which metadata steps an entry just created in `dir` still needs.
     fn needs(&self, dir: &Dir, meta: &Meta, is_dir: bool) -> fsmeta::Needs {
         fsmeta::Needs {
@@ -597,10 +728,9 @@ impl Applier {
                 ),
             )
         };
-        let tdir = self
-            .tree
-            .dir(tparent, false, &h.name)?
-            .ok_or_else(missing)?;
+        let tdir = self.resolve_dir(h, tparent, false)?.ok_or_else(missing)?;
+        self.occupied.extend(self.tree.take_made());
+        self.wait_for(tdir.key, tname)?;
         match statat(tdir.fd.as_fd(), os(tname), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                 return Err(fail(h, Rule::Hardlink, "the target is a directory"));
@@ -608,7 +738,10 @@ impl Applier {
             Ok(st) if self.tree.is_overlay() && is_whiteout(&st) => return Err(missing()),
             Ok(_) => {}
             Err(Errno::NOENT) => match self.lower(h, &tdir, tname)? {
-                Lower::Other(ldir, st) => self.copy_up(h, &ldir, &st, &tdir, tname)?,
+                Lower::Other(ldir, st) => {
+                    self.copy_up(h, &ldir, &st, &tdir, tname)?;
+                    self.occupied.insert((tdir.key, tname.to_vec()));
+                }
                 _ => return Err(missing()),
             },
             Err(e) => return Err(sys(h, "inspecting the link target", e)),
@@ -780,10 +913,7 @@ impl Applier {
                 "whiteout of an empty, '.' or '..' name",
             ));
         }
-        let dir = self
-            .tree
-            .dir(parent, true, &h.name)?
-            .ok_or_else(|| fail(h, Rule::Io, "parent directory vanished"))?;
+        let dir = self.resolve(h, parent)?;
         if self.remove_existing(h, &dir, target)? {
             self.invalidate();
         }
@@ -796,16 +926,14 @@ impl Applier {
                 0,
             )
             .map_err(|e| sys(h, "creating the whiteout device", e))?;
+            self.occupied.insert((dir.key, target.to_vec()));
             self.invalidate();
         }
         Ok(())
     }
 
     fn opaque(&mut self, h: &Header, parent: &[&[u8]]) -> Result<(), Error> {
-        let dir = self
-            .tree
-            .dir(parent, true, &h.name)?
-            .ok_or_else(|| fail(h, Rule::Io, "parent directory vanished"))?;
+        let dir = self.resolve(h, parent)?;
         let fd = openat(
             dir.fd.as_fd(),
             ".",
@@ -837,6 +965,7 @@ impl Applier {
 
     /// Applies directory times, deepest last so nothing disturbs them afterwards.
     fn finish(&mut self) -> Result<(), Error> {
+        self.barrier()?;
         let dirs = std::mem::take(&mut self.dir_times);
         for (path, meta) in dirs.iter().rev() {
             let comps: Vec<&[u8]> = if path.is_empty() {
@@ -869,3 +998,20 @@ impl Applier {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether the directory `dir` has no entries.
+fn walk_is_empty(dir: BorrowedFd<'_>) -> std::io::Result<bool> {
+    let fd = openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for entry in rustix::fs::Dir::read_from(&fd)? {
+        let n = entry?.file_name().to_bytes().to_vec();
+        if n != b"." && n != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -18,6 +18,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use rustix::fs::{
     fgetxattr, fstat, mkdirat, openat, openat2, readlinkat, statat, AtFlags, FileType, Mode,
@@ -38,7 +39,7 @@ pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 #[derive(Clone)]
 pub struct Dir {
     /// The directory in the writable tree (opened `O_RDONLY | O_DIRECTORY`).
-    pub fd: Rc<OwnedFd>,
+    pub fd: Arc<OwnedFd>,
     /// The same directory in lower layers, topmost first, as far as they merge (empty for
     /// naive trees and opaque directories).
     pub lowers: Rc<Vec<Rc<OwnedFd>>>,
@@ -50,11 +51,16 @@ pub struct Dir {
     pub setgid: bool,
     /// Whether it has a default ACL (which then decides new entries' modes, not the umask).
     pub acl_default: bool,
+    /// Whether this apply created it (so every name in it is one the apply made).
+    pub fresh: bool,
 }
+
+/// A name in a directory: ((dev, ino) of the directory, name).
+pub type Key = ((u64, u64), Vec<u8>);
 
 impl Dir {
     /// Describes the open directory `fd` with lower merge list `lowers`.
-    pub fn new(fd: Rc<OwnedFd>, lowers: Rc<Vec<Rc<OwnedFd>>>) -> rustix::io::Result<Dir> {
+    pub fn new(fd: Arc<OwnedFd>, lowers: Rc<Vec<Rc<OwnedFd>>>) -> rustix::io::Result<Dir> {
         let st = fstat(fd.as_fd())?;
         let mut probe = [0u8; 1];
         let acl_default = !matches!(
@@ -68,6 +74,7 @@ impl Dir {
             gid: st.st_gid,
             setgid: st.st_mode & 0o2000 != 0,
             acl_default,
+            fresh: false,
         })
     }
 }
@@ -117,6 +124,7 @@ fn make_dir(
     name: &OsStr,
     meta: Option<&Meta>,
     entry: &[u8],
+    made: &mut Vec<Key>,
 ) -> Result<OwnedFd, Error> {
     let default = Meta {
         mode: 0o755,
@@ -138,6 +146,8 @@ fn make_dir(
             )
         }
     })?;
+    let pst = fstat(parent).map_err(|e| io_err(entry, "inspecting a directory", e))?;
+    made.push(((pst.st_dev, pst.st_ino), name.as_bytes().to_vec()));
     let fd =
         open_dir_nofollow(parent, name).map_err(|e| io_err(entry, "opening a new directory", e))?;
     // Only what the creation did not already get right (umask, setgid parent) is set.
@@ -233,6 +243,9 @@ pub struct Tree {
     /// Directories this layer created, not opened yet: resolving one is then a single open
     /// relative to its parent, with nothing to look up (it cannot be a symlink or opaque).
     fresh: HashMap<Vec<u8>, Fresh>,
+    /// Directories created implicitly (missing parents, copy-ups) since the last
+    /// [`Tree::take_made`].
+    made: Vec<Key>,
 }
 
 /// A directory the apply created, with what its creation determined.
@@ -245,20 +258,21 @@ struct Fresh {
 impl Tree {
     /// A naive tree rooted at `root`.
     pub fn naive(root: OwnedFd) -> Result<Tree, Error> {
-        let root = Dir::new(Rc::new(root), Rc::new(Vec::new()))
+        let root = Dir::new(Arc::new(root), Rc::new(Vec::new()))
             .map_err(|e| Error::io("inspecting the layer root", e))?;
         Ok(Tree {
             overlay: false,
             root,
             cache: HashMap::new(),
             fresh: HashMap::new(),
+            made: Vec::new(),
         })
     }
 
     /// An overlay tree: `diff` over `lowers` (topmost first).
     pub fn overlay(diff: OwnedFd, lowers: Vec<OwnedFd>) -> Result<Tree, Error> {
         let root = Dir::new(
-            Rc::new(diff),
+            Arc::new(diff),
             Rc::new(lowers.into_iter().map(Rc::new).collect()),
         )
         .map_err(|e| Error::io("inspecting the layer root", e))?;
@@ -267,7 +281,18 @@ impl Tree {
             root,
             cache: HashMap::new(),
             fresh: HashMap::new(),
+            made: Vec::new(),
         })
+    }
+
+    /// Marks the root as created by this apply (the writable tree started empty).
+    pub fn set_root_fresh(&mut self, fresh: bool) {
+        self.root.fresh = fresh;
+    }
+
+    /// Names of directories created implicitly since the last call.
+    pub fn take_made(&mut self) -> Vec<Key> {
+        std::mem::take(&mut self.made)
     }
 
     /// The root of the writable tree.
@@ -314,13 +339,24 @@ impl Tree {
             Vec::new()
         };
         Ok(Dir {
-            fd: Rc::new(fd),
+            fd: Arc::new(fd),
             lowers: Rc::new(lowers),
             key: (st.st_dev, st.st_ino),
             gid: st.st_gid,
             setgid: st.st_mode & 0o2000 != 0,
             acl_default: f.acl_default,
+            fresh: true,
         })
+    }
+
+    /// Whether resolving `comps` would look at the filesystem (rather than at a directory
+    /// already resolved or just created by this apply).
+    pub fn will_walk(&self, comps: &[&[u8]]) -> bool {
+        if comps.is_empty() {
+            return false;
+        }
+        let key = name::join(comps);
+        !self.cache.contains_key(&key) && !self.fresh.contains_key(&key)
     }
 
     /// Resolves the directory at `comps`, creating what is missing when `create`; `Ok(None)`
@@ -341,7 +377,7 @@ impl Tree {
         let found = if let Some(f) = self.fresh.remove(&key) {
             Some(self.open_fresh(&f, entry)?)
         } else if !self.overlay {
-            naive_dir(&self.root, comps, create, entry)?
+            naive_dir(&self.root, comps, create, entry, &mut self.made)?
         } else {
             // Resume from the deepest resolved ancestor: only the new components are
             // walked. A symlink leading above that ancestor needs the walk from the root.
@@ -351,12 +387,14 @@ impl Tree {
                     .map(|d| (k, d.clone()))
             });
             let resumed = match &start {
-                Some((k, d)) => overlay_dir(d, &comps[*k..], create, entry, false)?,
+                Some((k, d)) => overlay_dir(d, &comps[*k..], create, entry, false, &mut self.made)?,
                 None => None,
             };
             match resumed {
                 Some(found) => found,
-                None => overlay_dir(&self.root, comps, create, entry, true)?.flatten(),
+                None => {
+                    overlay_dir(&self.root, comps, create, entry, true, &mut self.made)?.flatten()
+                }
             }
         };
         if let Some(d) = &found {
@@ -391,9 +429,10 @@ fn naive_dir(
     comps: &[&[u8]],
     create: bool,
     entry: &[u8],
+    made: &mut Vec<Key>,
 ) -> Result<Option<Dir>, Error> {
     let wrap = |fd: OwnedFd| -> Result<Dir, Error> {
-        Dir::new(Rc::new(fd), root.lowers.clone())
+        Dir::new(Arc::new(fd), root.lowers.clone())
             .map_err(|e| io_err(entry, "inspecting a directory", e))
     };
     let path = name::join(comps);
@@ -411,12 +450,12 @@ fn naive_dir(
     }
     // Something is missing, possibly behind a dangling symlink: walk it one component at a
     // time (the merged-view walker with no lowers), creating directories in-root.
-    Ok(overlay_dir(root, comps, true, entry, true)?.flatten())
+    Ok(overlay_dir(root, comps, true, entry, true, made)?.flatten())
 }
 
 /// One step of the merged-view walk.
 struct Pos {
-    diff: Rc<OwnedFd>,
+    diff: Arc<OwnedFd>,
     lowers: Vec<Rc<OwnedFd>>,
 }
 
@@ -429,7 +468,10 @@ fn overlay_dir(
     create: bool,
     entry: &[u8],
     is_root: bool,
+    made: &mut Vec<Key>,
 ) -> Result<Option<Option<Dir>>, Error> {
+    // Whether the directory on top of the stack was created by this walk.
+    let mut last_made = false;
     let mut stack = vec![Pos {
         diff: root.fd.clone(),
         lowers: root.lowers.to_vec(),
@@ -437,9 +479,11 @@ fn overlay_dir(
     let mut queue: std::collections::VecDeque<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
     let mut hops = 0;
     while let Some(c) = queue.pop_front() {
+        let made_before_step = made.len();
         match c.as_slice() {
             b"" | b"." => continue,
             b".." => {
+                last_made = false;
                 if stack.len() > 1 {
                     stack.pop();
                 } else if !is_root {
@@ -471,7 +515,7 @@ fn overlay_dir(
                         .1
                 };
                 Some(Pos {
-                    diff: Rc::new(fd),
+                    diff: Arc::new(fd),
                     lowers,
                 })
             }
@@ -490,7 +534,7 @@ fn overlay_dir(
                 // Deleted in this layer, re-created now: hide whatever the lowers had.
                 rustix::fs::unlinkat(cur.diff.as_fd(), name, AtFlags::empty())
                     .map_err(|e| io_err(entry, "removing a whiteout", e))?;
-                let fd = make_dir(cur.diff.as_fd(), name, None, entry)?;
+                let fd = make_dir(cur.diff.as_fd(), name, None, entry, made)?;
                 rustix::fs::fsetxattr(
                     fd.as_fd(),
                     OPAQUE_XATTR,
@@ -499,7 +543,7 @@ fn overlay_dir(
                 )
                 .map_err(|e| io_err(entry, "marking a directory opaque", e))?;
                 Some(Pos {
-                    diff: Rc::new(fd),
+                    diff: Arc::new(fd),
                     lowers: Vec::new(),
                 })
             }
@@ -517,9 +561,9 @@ fn overlay_dir(
                     let meta = lower_meta(merged[0].as_fd()).map_err(|e| {
                         Error::entry(entry, Rule::Io, format!("reading a lower directory: {e}"))
                     })?;
-                    let fd = make_dir(cur.diff.as_fd(), name, Some(&meta), entry)?;
+                    let fd = make_dir(cur.diff.as_fd(), name, Some(&meta), entry, made)?;
                     Some(Pos {
-                        diff: Rc::new(fd),
+                        diff: Arc::new(fd),
                         lowers: merged,
                     })
                 }
@@ -544,15 +588,16 @@ fn overlay_dir(
                     if !create {
                         return Ok(Some(None));
                     }
-                    let fd = make_dir(cur.diff.as_fd(), name, None, entry)?;
+                    let fd = make_dir(cur.diff.as_fd(), name, None, entry, made)?;
                     Some(Pos {
-                        diff: Rc::new(fd),
+                        diff: Arc::new(fd),
                         lowers: Vec::new(),
                     })
                 }
             },
         };
         if let Some(p) = next {
+            last_made = made.len() > made_before_step;
             stack.push(p);
             continue;
         }
@@ -576,6 +621,7 @@ fn overlay_dir(
                 if !is_root {
                     return Ok(None);
                 }
+                last_made = false;
                 stack.truncate(1);
             }
             for part in target.split(|b| *b == b'/').rev() {
@@ -586,7 +632,11 @@ fn overlay_dir(
     let top = stack
         .pop()
         .ok_or_else(|| Error::entry(entry, Rule::Io, "empty resolution stack"))?;
+    let fresh = last_made;
     Dir::new(top.diff, Rc::new(top.lowers))
-        .map(|d| Some(Some(d)))
+        .map(|mut d| {
+            d.fresh = fresh;
+            Some(Some(d))
+        })
         .map_err(|e| io_err(entry, "inspecting a directory", e))
 }
