@@ -67,8 +67,16 @@ pub trait Backend: Send + Sync {
         label: &str,
     ) -> Result<MountState>;
 
-    /// Stops serving the layer. Called with the store lock held.
-    fn unmount(&self, store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()>;
+    /// Stops serving the layer: unmounts what [`Backend::mount`] mounted and removes the
+    /// mount point. Called with the store lock held.
+    fn unmount(&self, _store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
+        if state.mounted {
+            crate::sys::mount::unmount(&state.path)
+                .ctx(|| format!("unmounting layer {}", layer.id))?;
+            let _ = std::fs::remove_dir(&state.path);
+        }
+        Ok(())
+    }
 
     /// Facts about one layer for `docker inspect`.
     fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String>;

@@ -309,14 +309,6 @@ impl Backend for Overlay {
         })
     }
 
-    fn unmount(&self, _store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
-        if state.mounted {
-            mount::unmount(&state.path).ctx(|| format!("unmounting layer {}", layer.id))?;
-            let _ = std::fs::remove_dir(&state.path);
-        }
-        Ok(())
-    }
-
     fn sweep(&self, store: &Store) -> Result<()> {
         // Short links of removed layers (classic mounts) point nowhere now.
         let links = store.root().join("l");

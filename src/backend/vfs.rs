@@ -147,14 +147,6 @@ impl Backend for Vfs {
         }
     }
 
-    fn unmount(&self, _store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
-        if state.mounted {
-            mount::unmount(&state.path).ctx(|| format!("unmounting layer {}", layer.id))?;
-            let _ = std::fs::remove_dir(&state.path);
-        }
-        Ok(())
-    }
-
     fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert(

@@ -260,24 +260,7 @@ impl Graph {
                 });
             }
         }
-        let check = |rec: &LayerRecord| -> Result<()> {
-            let children = store.db().children(id)?;
-            if let Some(c) = children.first() {
-                return Err(Error::HasChildren {
-                    id: id.to_string(),
-                    count: children.len(),
-                    example: c.clone(),
-                });
-            }
-            if rec.refs > 0 {
-                return Err(Error::Mounted {
-                    id: id.to_string(),
-                    refs: rec.refs,
-                });
-            }
-            Ok(())
-        };
-        check(&rec)?;
+        self.ensure_idle(&rec)?;
         let _guard = store.busy_guard(id, true, "apply")?;
         let chain = store.chain(id)?;
         let staging = store.stage(&format!("apply-{id}"))?;
@@ -310,7 +293,7 @@ impl Graph {
         }
         let l = store.lock()?;
         let now = store.record(id)?;
-        check(&now)?;
+        self.ensure_idle(&now)?;
         if now.generation != rec.generation {
             return Err(Error::Busy {
                 id: id.to_string(),
@@ -327,6 +310,25 @@ impl Graph {
             "applied layer"
         );
         Ok(stats.size)
+    }
+
+    /// Refuses to rewrite or remove a layer that others build on or that is mounted.
+    fn ensure_idle(&self, rec: &LayerRecord) -> Result<()> {
+        let children = self.store().db().children(&rec.id)?;
+        if let Some(c) = children.first() {
+            return Err(Error::HasChildren {
+                id: rec.id.clone(),
+                count: children.len(),
+                example: c.clone(),
+            });
+        }
+        if rec.refs > 0 {
+            return Err(Error::Mounted {
+                id: rec.id.clone(),
+                refs: rec.refs,
+            });
+        }
+        Ok(())
     }
 
     /// Resolves the layer a diff-like call compares against: the given one, or the layer's own
@@ -394,20 +396,7 @@ impl Driver for Graph {
         let removing = {
             let l = store.lock()?;
             let rec = store.record(id)?;
-            let children = store.db().children(id)?;
-            if let Some(c) = children.first() {
-                return Err(Error::HasChildren {
-                    id: id.to_string(),
-                    count: children.len(),
-                    example: c.clone(),
-                });
-            }
-            if rec.refs > 0 {
-                return Err(Error::Mounted {
-                    id: id.to_string(),
-                    refs: rec.refs,
-                });
-            }
+            self.ensure_idle(&rec)?;
             let guard = store.busy_guard(id, true, "remove")?;
             let removing = l.begin_remove(&rec)?;
             drop(guard);
