@@ -442,6 +442,12 @@ impl<R: Read> TarReader<R> {
         loop {
             let offset = self.pos;
             if !self.fill(&mut block)? {
+                if offset == 0 {
+                    // A stream with no bytes at all is an empty layer, as for Docker (Go's
+                    // tar reader reports a clean end); anything else must end properly.
+                    self.done = true;
+                    return Ok(None);
+                }
                 return Err(Error::Stream {
                     offset,
                     detail: "the stream ends without the end-of-archive marker (truncated)".into(),
@@ -902,6 +908,11 @@ mod tests {
                 nsec: 500_000_000
             }
         );
+    }
+
+    #[test]
+    fn empty_stream_is_an_empty_layer() {
+        assert!(read_all(&[]).unwrap().is_empty());
     }
 
     #[test]

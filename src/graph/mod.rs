@@ -413,8 +413,11 @@ impl Driver for Graph {
         id::validate(id)?;
         let store = self.store();
         for attempt in 0..3 {
-            let chain = store.chain(id)?;
-            if chain[0].refs == 0 {
+            // Already mounted (the common case under dockerd): one record read, no chain walk,
+            // no preparation; the count is re-checked under the lock below.
+            let first = store.record(id)?;
+            if first.refs == 0 {
+                let chain = store.chain(id)?;
                 self.backend().prepare(store, &chain)?;
             }
             let l = store.lock()?;

@@ -73,6 +73,39 @@ impl Db {
         }
     }
 
+    /// The records of `id` and its ancestors, `id` first, read in one snapshot (one read
+    /// transaction for the whole chain: a 500-layer chain costs one transaction, not 500).
+    /// `Ok(None)` if `id` has no record; a missing ancestor is named in the error.
+    pub fn chain(&self, id: &str) -> Result<Option<Vec<LayerRecord>>> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
+        let read = |key: &str| -> Result<Option<LayerRecord>> {
+            match t.get(key).map_err(|e| self.err(e))? {
+                Some(bytes) => Ok(Some(self.decode(key, bytes.value())?)),
+                None => Ok(None),
+            }
+        };
+        let Some(first) = read(id)? else {
+            return Ok(None);
+        };
+        let mut out = vec![first];
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(id.to_string());
+        while let Some(p) = out.last().and_then(|r| r.parent.clone()) {
+            if out.len() > 4096 || !seen.insert(p.clone()) {
+                return Err(Error::Invalid {
+                    id: id.to_string(),
+                    reason: "parent chain is cyclic or absurdly deep".into(),
+                });
+            }
+            match read(&p)? {
+                Some(rec) => out.push(rec),
+                None => return Err(Error::NotFound(p)),
+            }
+        }
+        Ok(Some(out))
+    }
+
     fn decode(&self, id: &str, bytes: &[u8]) -> Result<LayerRecord> {
         serde_json::from_slice(bytes)
             .map_err(|e| self.err(format!("record of layer {id:?} is unreadable: {e}")))

@@ -228,17 +228,9 @@ impl Store {
 
     /// The records of `id` and its ancestors, `id` first.
     pub fn chain(&self, id: &str) -> Result<Vec<LayerRecord>> {
-        let mut out = vec![self.record(id)?];
-        while let Some(p) = out.last().and_then(|r| r.parent.clone()) {
-            if out.len() > 4096 || out.iter().any(|r| r.id == p) {
-                return Err(Error::Invalid {
-                    id: id.to_string(),
-                    reason: "parent chain is cyclic or absurdly deep".into(),
-                });
-            }
-            out.push(self.record(&p)?);
-        }
-        Ok(out)
+        self.db
+            .chain(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
     /// Takes the store lock: the in-process mutex, then the cross-process `flock`. Everything

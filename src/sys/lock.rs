@@ -113,6 +113,15 @@ impl DirLock {
     }
 }
 
+impl Drop for DirLock {
+    /// Unlocks explicitly: an flock belongs to the open file description, which a forked child
+    /// (a spawned helper, a mount program) shares until it exits or execs, so merely closing
+    /// our fd would leave the layer looking busy for as long as that child lives.
+    fn drop(&mut self) {
+        let _ = flock(&self.fd, FlockOperation::Unlock);
+    }
+}
+
 /// Describes this process for lock files: pid and command line.
 pub fn describe_self() -> String {
     let cmd = std::env::args().collect::<Vec<_>>().join(" ");
@@ -157,5 +166,34 @@ mod tests {
         assert!(DirLock::try_lock(open(), true).unwrap().is_none());
         drop((a, b));
         assert!(DirLock::try_lock(open(), true).unwrap().is_some());
+    }
+
+    #[test]
+    fn dir_lock_released_on_drop_even_if_a_child_shares_the_fd() {
+        let dir = tempfile::tempdir().unwrap();
+        // No O_CLOEXEC: the child inherits the open file description, as a forked process
+        // that has not exec-ed yet would.
+        let fd = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let lock = DirLock::try_lock(fd, true).unwrap().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        drop(lock);
+        let again = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let got = DirLock::try_lock(again, true).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(got.is_some(), "the lock must not outlive its DirLock");
     }
 }
