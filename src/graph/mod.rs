@@ -45,6 +45,10 @@ pub struct GraphConfig {
     pub apply_helper: Option<PathBuf>,
     /// Writer threads an apply uses for small files (0: none).
     pub writers: usize,
+    /// Delete removed layers' files on a background thread, so `remove` returns once the
+    /// layer is gone from the store (default false; the Docker plugin sets it). Dropping the
+    /// last clone of the [`Graph`] waits for deletions still running.
+    pub background_remove: bool,
 }
 
 impl GraphConfig {
@@ -58,6 +62,7 @@ impl GraphConfig {
             limits: Limits::default(),
             apply_helper: None,
             writers: 2,
+            background_remove: false,
         }
     }
 }
@@ -96,6 +101,18 @@ struct Inner {
     limits: Limits,
     apply_helper: Option<PathBuf>,
     writers: usize,
+    background_remove: bool,
+    /// Background deletions of removed layers still running.
+    reapers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let reapers = std::mem::take(self.reapers.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for r in reapers {
+            let _ = r.join();
+        }
+    }
 }
 
 /// The strata driver. Cheap to clone; clones share one store.
@@ -135,8 +152,20 @@ impl Graph {
                 limits: config.limits,
                 apply_helper: config.apply_helper,
                 writers: config.writers,
+                background_remove: config.background_remove,
+                reapers: std::sync::Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Waits until the files of every layer removed so far are deleted (removals with
+    /// [`GraphConfig::background_remove`] return before that).
+    pub fn wait_removals(&self) {
+        let reapers =
+            std::mem::take(&mut *self.inner.reapers.lock().unwrap_or_else(|p| p.into_inner()));
+        for r in reapers {
+            let _ = r.join();
+        }
     }
 
     /// The underlying store.
@@ -399,13 +428,33 @@ impl Driver for Graph {
             self.ensure_idle(&rec)?;
             let guard = store.busy_guard(id, true, "remove")?;
             let removing = l.begin_remove(&rec)?;
-            drop(guard);
-            removing
+            (removing, guard)
         };
-        if let Err(e) = fsutil::remove_tree(&removing) {
-            warn!(layer = id, error = %e, "could not delete the removed layer's files; cleanup will");
-        }
         info!(layer = id, "removed layer");
+        let id = id.to_string();
+        // The flock taken above stays on the directory until its files are gone, so no sweep
+        // mistakes the deletion for a leftover.
+        let reap = move || {
+            let (path, guard) = removing;
+            if let Err(e) = fsutil::remove_tree(&path) {
+                warn!(layer = %id, error = %e, "could not delete the removed layer's files; cleanup will");
+            }
+            drop(guard);
+        };
+        if !self.inner.background_remove {
+            reap();
+            return Ok(());
+        }
+        let mut reapers = self.inner.reapers.lock().unwrap_or_else(|p| p.into_inner());
+        reapers.retain(|r| !r.is_finished());
+        match std::thread::Builder::new()
+            .name("strata-reap".into())
+            .spawn(reap)
+        {
+            Ok(handle) => reapers.push(handle),
+            // No thread: the directory stays, flock-free, in staging/ for the next sweep.
+            Err(e) => warn!(error = %e, "could not start a deletion thread; cleanup will delete"),
+        }
         Ok(())
     }
 
@@ -546,6 +595,12 @@ impl Driver for Graph {
 
     fn diff_size(&self, id: &str, parent: Option<&str>) -> Result<u64> {
         let base = self.base_of(id, parent)?;
+        let rec = self.store().record(id)?;
+        // A layer that holds exactly what its apply wrote: the size accounted then (what
+        // ApplyDiff returned, which is what dockerd records for image layers), no tree walk.
+        if let (true, Some(size)) = (rec.exact && base == rec.parent, rec.size) {
+            return Ok(size);
+        }
         diff::size(self, id, base.as_deref())
     }
 

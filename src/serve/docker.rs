@@ -279,6 +279,8 @@ impl DockerPlugin {
                 gc.driver = config.driver.clone();
                 gc.options = key.options.clone();
                 gc.apply_helper = config.apply_helper.clone();
+                // dockerd waits on Remove; the files can go after the answer.
+                gc.background_remove = true;
                 let graph = Graph::open(gc)?;
                 info!(root = %graph.store().root().display(), driver = graph.name(), "store opened");
                 // Same root, other options: the bind made for the previous store stays ours.

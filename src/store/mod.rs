@@ -26,9 +26,11 @@
 //!   before, pending is cleared. Died after it: the directory's `applied` file carries the
 //!   pending generation, so the record is rolled forward. Either way the layer is whole.
 //! * **Remove**: `layers/<id>` is renamed to `layers/<id>-removing`, the record deleted, then the
-//!   directory deleted outside the lock. Died after the rename but before the commit: the record
-//!   has no directory but a `-removing` one, so the removal is finished. Later: `-removing`
-//!   directories are swept.
+//!   directory moved to `staging/removed-<id>-…` and deleted outside the lock (by a background
+//!   thread when [`crate::graph::GraphConfig::background_remove`] is set), flock-ed until it is
+//!   gone. Died after the rename but before the commit: the record has no directory but a
+//!   `-removing` one, so the removal is finished. Later: `-removing` directories and unlocked
+//!   staging leftovers are swept.
 //! * **Get/Put**: mount and record change happen under the lock. Reference counts recorded under
 //!   another boot, or for mounts that are gone from the kernel's table, are reset; mounts under
 //!   `layers/` that no record claims are unmounted.
@@ -424,9 +426,10 @@ impl Locked<'_> {
         Ok(done)
     }
 
-    /// Renames `layers/<id>` to `layers/<id>-removing` and deletes the record. The caller
-    /// checks children and references first, and deletes the returned directory afterwards
-    /// (after releasing the lock).
+    /// Renames `layers/<id>` to `layers/<id>-removing`, deletes the record, then moves the
+    /// directory into `staging/`. The caller checks children and references first, holds a
+    /// [`DirLock`] on the layer directory across the call, and deletes the returned directory
+    /// afterwards (after releasing the store lock, possibly on another thread).
     pub fn begin_remove(&self, rec: &LayerRecord) -> Result<PathBuf> {
         let dir = self.store.layer_dir(&rec.id);
         let removing = self
@@ -451,7 +454,22 @@ impl Locked<'_> {
             let _ = renameat_with(CWD, &removing, CWD, &dir, RenameFlags::NOREPLACE);
             return Err(e);
         }
-        Ok(removing)
+        // Out of layers/ at once, so that the id can be used again while the files are still
+        // being deleted; in staging/ the caller's flock on the directory marks it as live
+        // work, and a deleter that dies leaves an unlocked staging leftover for the sweep.
+        let trash = self
+            .store
+            .root
+            .join("staging")
+            .join(unique_name(&format!("removed-{}", rec.id)));
+        match renameat_with(CWD, &removing, CWD, &trash, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(trash),
+            Err(rustix::io::Errno::NOENT) => Ok(removing),
+            Err(e) => {
+                warn!(id = %rec.id, error = %e, "could not move a removed layer to staging; deleting it in place");
+                Ok(removing)
+            }
+        }
     }
 
     /// Unmounts anything mounted at or below `dir`, then deletes it.
