@@ -40,6 +40,10 @@ struct Cli {
     /// layer being written).
     #[arg(long, env = "STRATA_CONFINED_APPLY", global = true)]
     confined_apply: bool,
+    /// Skip the one `syncfs` before an applied layer is committed (faster; a power cut may
+    /// then leave a committed layer with empty files — for scratch stores and benchmarks).
+    #[arg(long, env = "STRATA_NO_SYNC", global = true)]
+    no_sync: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -202,6 +206,7 @@ fn run(cli: Cli, root_explicit: bool) -> Result<()> {
     let mut config = GraphConfig::new(&cli.root);
     config.driver = cli.driver.clone();
     config.options = cli.opt.clone();
+    config.durable = !cli.no_sync;
     if cli.confined_apply {
         config.apply_helper = Some(std::env::current_exe().context("locating the strata binary")?);
     }
