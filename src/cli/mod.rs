@@ -44,6 +44,15 @@ struct Cli {
     /// then leave a committed layer with empty files — for scratch stores and benchmarks).
     #[arg(long, env = "STRATA_NO_SYNC", global = true)]
     no_sync: bool,
+    /// Writer threads an apply uses for small files (0: write them on the applying thread).
+    #[arg(
+        long,
+        env = "STRATA_WRITERS",
+        global = true,
+        default_value_t = 2,
+        hide_short_help = true
+    )]
+    writers: usize,
     #[command(subcommand)]
     command: Command,
 }
@@ -207,6 +216,7 @@ fn run(cli: Cli, root_explicit: bool) -> Result<()> {
     config.driver = cli.driver.clone();
     config.options = cli.opt.clone();
     config.durable = !cli.no_sync;
+    config.writers = cli.writers;
     if cli.confined_apply {
         config.apply_helper = Some(std::env::current_exe().context("locating the strata binary")?);
     }
