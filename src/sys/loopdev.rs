@@ -164,7 +164,7 @@ fn open_device(number: u32, writable: bool, exclusive: bool) -> io::Result<Owned
 /// for read-only images); `sizelimit` bounds the device to the first bytes of the file (0:
 /// all of it). A device another process configures between `LOOP_CTL_GET_FREE` and
 /// `LOOP_CONFIGURE` (`EBUSY`) is skipped and another one asked for.
-pub fn attach(backing: &File, flags: u32, sizelimit: u64) -> io::Result<LoopDevice> {
+pub fn attach(backing: &File, name: &[u8], flags: u32, sizelimit: u64) -> io::Result<LoopDevice> {
     let control = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -190,6 +190,8 @@ pub fn attach(backing: &File, flags: u32, sizelimit: u64) -> io::Result<LoopDevi
         };
         config.info.lo_flags = flags;
         config.info.lo_sizelimit = sizelimit;
+        let n = name.len().min(LO_NAME_SIZE - 1);
+        config.info.lo_file_name[..n].copy_from_slice(&name[..n]);
         // SAFETY: `config` is a fully initialised `struct loop_config` (layout checked by the
         // size assertions above) that outlives the call; the kernel only reads it. `dev` and
         // the backing fd are open for the duration of the call.
@@ -368,13 +370,21 @@ mod tests {
             .open(&path)
             .unwrap();
         f.set_len(1 << 20).unwrap();
-        let dev = attach(&f, LO_FLAGS_AUTOCLEAR, 0).unwrap();
+        let dev = attach(
+            &f,
+            path.as_os_str().as_encoded_bytes(),
+            LO_FLAGS_AUTOCLEAR,
+            0,
+        )
+        .unwrap();
         let st = status(dev.fd()).unwrap().expect("bound");
         assert_eq!(
             (st.backing_dev, st.backing_ino),
             file_identity(&path).unwrap()
         );
         assert_eq!(st.flags & LO_FLAGS_AUTOCLEAR, LO_FLAGS_AUTOCLEAR);
+        let name = path.as_os_str().as_encoded_bytes();
+        assert_eq!(st.file_name, &name[..name.len().min(63)]);
         let size = |d: &LoopDevice| {
             std::fs::read_to_string(format!("/sys/block/loop{}/size", d.number()))
                 .unwrap()

@@ -87,7 +87,7 @@ pub fn attach(image: &Path, readonly: bool) -> Result<loopdev::LoopDevice> {
     if readonly {
         flags |= LO_FLAGS_READ_ONLY;
     }
-    loopdev::attach(&file, flags, limit)
+    loopdev::attach(&file, image.as_os_str().as_encoded_bytes(), flags, limit)
         .ctx(|| format!("attaching {} to a loop device", image.display()))
 }
 
@@ -222,7 +222,7 @@ pub fn release_unused(root: &Path) -> Result<usize> {
         let prefix = b.backing.as_os_str().as_encoded_bytes();
         let matches = |st: &loopdev::LoopStatus| match identity {
             Some(id) => (st.backing_dev, st.backing_ino) == id,
-            None => prefix.starts_with(&st.file_name),
+            None => !st.file_name.is_empty() && prefix.starts_with(&st.file_name),
         };
         match loopdev::detach_if_unused(b.number, matches) {
             Ok(true) => {
