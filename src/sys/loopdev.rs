@@ -184,7 +184,7 @@ pub fn attach(backing: &File, name: &[u8], flags: u32, sizelimit: u64) -> io::Re
         };
         let mut config = LoopConfig {
             fd: backing.as_raw_fd() as u32,
-            block_size: 0,
+            block_size: 4096,
             info: LoopInfo64::zeroed(),
             reserved: [0; 8],
         };
