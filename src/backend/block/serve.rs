@@ -47,6 +47,8 @@ impl Block {
         fsutil::remove_tree(mnt).ctx(|| format!("deleting {}", mnt.display()))
     }
 
+    /// Serves a layer without parents at `merged`: its image mounted, its sandbox's `upper/`
+    /// bound, or its empty directory bound read-only.
     pub(super) fn mount_single(
         &self,
         top: &Content,
@@ -73,6 +75,9 @@ impl Block {
         }
     }
 
+    /// Serves a layer with parents at `merged`: the chain's images mounted under `mnt/`,
+    /// overlayfs over them (with the top sandbox as upper layer when writable), then the
+    /// image mounts detached.
     pub(super) fn mount_stack(
         &self,
         store: &Store,
