@@ -387,3 +387,53 @@ fn image_layer_written_through_get() {
     });
     assert_released(&s);
 }
+
+/// A process killed after mounting a chain, or in the middle of an apply (parents' images
+/// mounted for it), leaves mounts and loop devices that the next open of the store releases.
+#[test]
+fn crash_leftovers_are_released_on_open() {
+    let Some(s) = block() else { return };
+    let (t1, t2) = two_layer_tars();
+    s.create("l1", None);
+    s.apply_diff("l1", None, &t1);
+    s.create("l2", Some("l1"));
+    s.apply_diff("l2", None, &t2);
+    s.create_rw("top", Some("l2"));
+    let out = s.run_driver(
+        Some("block"),
+        &[("STRATA_FAILPOINT", "get-after-mount")],
+        ["get", "top"],
+    );
+    assert_eq!(out.signal, Some(libc::SIGKILL), "{}", out.describe());
+    assert!(
+        !loops_under(s.scratch()).is_empty(),
+        "the killed get left its chain attached"
+    );
+    s.ok(["status"]);
+    assert_released(&s);
+
+    s.create("l3", Some("l2"));
+    let tar = s.scratch().join("t1.tar");
+    fs::write(&tar, &t1).unwrap();
+    let out = s.run_driver(
+        Some("block"),
+        &[("STRATA_FAILPOINT", "apply-after-pending")],
+        [
+            std::ffi::OsStr::new("apply-diff"),
+            std::ffi::OsStr::new("l3"),
+            tar.as_os_str(),
+        ],
+    );
+    assert_eq!(out.signal, Some(libc::SIGKILL), "{}", out.describe());
+    assert!(
+        !loops_under(s.scratch()).is_empty(),
+        "the killed apply left its lowers mounted"
+    );
+    s.ok(["status"]);
+    assert_released(&s);
+    // The store is whole: the interrupted apply was rolled back, the chain still serves.
+    s.with_layer("top", |root| {
+        assert_eq!(read_dir_names(&root.join("etc")), ["keep", "new"]);
+    });
+    assert_released(&s);
+}
