@@ -34,7 +34,7 @@ pub struct ApplyTarget {
 /// What a storage backend does. `chain` arguments hold the layer's record first, then its
 /// ancestors, nearest first.
 pub trait Backend: Send + Sync {
-    /// The backend's name (`vfs`, `overlay`).
+    /// The backend's name (`vfs`, `overlay`, `block`).
     fn name(&self) -> &'static str;
 
     /// Whether the backend can enforce a `size` limit on read-write layers here.
