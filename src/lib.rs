@@ -4,7 +4,7 @@
 //!
 //! * [`driver`] — the graph-driver interface that Docker's drivers implement, nothing else;
 //! * [`graph`] — [`graph::Graph`], the implementation of that interface over a store and a backend;
-//! * [`backend`] — storage backends (`vfs`, `overlay`): where layer bytes live and how they mount;
+//! * [`backend`] — storage backends (`vfs`, `overlay`, `block`): where layer bytes live and how they mount;
 //! * [`store`] — the crash-safe metadata store and layer directory lifecycle;
 //! * [`archive`] — the diff engine: applying and exporting layer tars, changes, tree copies;
 //! * [`sys`] — the only module that talks to the kernel below what `rustix` offers safely;

@@ -15,6 +15,8 @@ pub struct DriverOptions {
     /// overlay: compute changes and diffs from the layer's own directory (`native_diff=`,
     /// default true) instead of comparing mounted trees.
     pub native_diff: Option<bool>,
+    /// block: append a fixed-VHD footer to read-only layer images (`vhd=`, default false).
+    pub vhd: Option<bool>,
 }
 
 /// Options of one layer.
@@ -31,6 +33,17 @@ fn parse_size(key: &str, value: &str) -> Result<u64> {
     })
 }
 
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(Error::InvalidOption {
+            key: key.to_string(),
+            reason: format!("{value:?} is not true or false"),
+        }),
+    }
+}
+
 /// Splits `KEY=VALUE`; a missing `=` is an error naming the argument.
 pub fn split_kv(arg: &str) -> Result<(String, String)> {
     match arg.split_once('=') {
@@ -43,29 +56,20 @@ pub fn split_kv(arg: &str) -> Result<(String, String)> {
 }
 
 impl DriverOptions {
-    /// Parses driver options given as `KEY=VALUE` strings. Known keys: `size`.
+    /// Parses driver options given as `KEY=VALUE` strings. Known keys: `size`, `native_diff`,
+    /// `vhd`.
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Self> {
         let mut out = DriverOptions::default();
         for arg in args {
             let (key, value) = split_kv(arg.as_ref())?;
             match key.to_ascii_lowercase().as_str() {
                 "size" => out.size = Some(parse_size(&key, &value)?),
-                "native_diff" => {
-                    out.native_diff = Some(match value.to_ascii_lowercase().as_str() {
-                        "true" | "1" | "yes" => true,
-                        "false" | "0" | "no" => false,
-                        _ => {
-                            return Err(Error::InvalidOption {
-                                key,
-                                reason: format!("{value:?} is not true or false"),
-                            })
-                        }
-                    })
-                }
+                "native_diff" => out.native_diff = Some(parse_bool(&key, &value)?),
+                "vhd" => out.vhd = Some(parse_bool(&key, &value)?),
                 _ => {
                     return Err(Error::InvalidOption {
                         key,
-                        reason: "unknown driver option (known: size, native_diff)".into(),
+                        reason: "unknown driver option (known: size, native_diff, vhd)".into(),
                     })
                 }
             }

@@ -3,10 +3,12 @@
 //! backends hand it. The store ([`crate::store`]) owns the lifecycle (staging, commit,
 //! removal); a backend only lays out and serves the content of one layer directory.
 
+pub mod block;
 pub mod overlay;
 pub mod vfs;
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::archive::apply::Format;
@@ -16,7 +18,7 @@ use crate::options::DriverOptions;
 use crate::store::{LayerRecord, MountState, Store};
 
 /// Where and how an apply writes.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ApplyTarget {
     /// Directory the tar is applied into (inside the staging directory).
     pub root: PathBuf,
@@ -24,12 +26,15 @@ pub struct ApplyTarget {
     pub format: Format,
     /// Lower layers for overlay format, topmost first.
     pub lowers: Vec<PathBuf>,
+    /// What keeps `lowers` readable until the apply is over (block: the parents' images,
+    /// mounted); released when the target is dropped.
+    pub hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// What a storage backend does. `chain` arguments hold the layer's record first, then its
 /// ancestors, nearest first.
 pub trait Backend: Send + Sync {
-    /// The backend's name (`vfs`, `overlay`).
+    /// The backend's name (`vfs`, `overlay`, `block`).
     fn name(&self) -> &'static str;
 
     /// Whether the backend can enforce a `size` limit on read-write layers here.
@@ -58,6 +63,41 @@ pub trait Backend: Send + Sync {
         staging: &Path,
     ) -> Result<ApplyTarget>;
 
+    /// Turns the applied tree of a successful apply into the layer's stored form (block:
+    /// an ext4 image), inside `staging`, before it is committed. Called without the store
+    /// lock.
+    fn finish_apply(
+        &self,
+        _store: &Store,
+        _chain: &[LayerRecord],
+        _staging: &Path,
+        _target: &ApplyTarget,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// A directory descriptor of the layer's own content as last applied, for re-exporting
+    /// it exactly; it stays readable as long as the descriptor is open.
+    fn open_content(&self, store: &Store, id: &str) -> Result<OwnedFd> {
+        let dir = self.content_dir(store, id);
+        crate::fsutil::open_dir(&dir).ctx(|| format!("opening {}", dir.display()))
+    }
+
+    /// Brings backend state outside the store's records in line after a crash (block: loop
+    /// devices nobody uses). Called when the store is opened, without the store lock.
+    fn reconcile(&self, _store: &Store) -> Result<()> {
+        Ok(())
+    }
+
+    /// Grows the writable layer `chain[0]` to `size` bytes, offline (it is idle).
+    fn resize(&self, _store: &Store, chain: &[LayerRecord], _size: u64) -> Result<()> {
+        Err(Error::Unsupported(format!(
+            "cannot resize layer {:?}: resizing is not supported by the {} backend (use the block backend)",
+            chain[0].id,
+            self.name()
+        )))
+    }
+
     /// Serves the layer; `readonly` once it has children. Called with the store lock held.
     fn mount(
         &self,
@@ -82,13 +122,14 @@ pub trait Backend: Send + Sync {
     fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String>;
 
     /// The changes of the layer `chain[0]` against its own parent, computed from the backend's
-    /// layout without mounting, with the directory its changed files can be read from; `None`
-    /// when the backend has no such shortcut (the caller then compares mounted trees).
+    /// layout without serving the layer, with a descriptor of the directory its changed files
+    /// can be read from (kept readable while it is open); `None` when the backend has no such
+    /// shortcut (the caller then compares mounted trees).
     fn native_changes(
         &self,
         _store: &Store,
         _chain: &[LayerRecord],
-    ) -> Option<Result<(Vec<Change>, PathBuf)>> {
+    ) -> Option<Result<(Vec<Change>, OwnedFd)>> {
         None
     }
 
@@ -103,22 +144,31 @@ pub trait Backend: Send + Sync {
 
 /// Opens the backend called `name` for the store at `root`, checking that it can work there.
 pub fn open(name: &str, root: &Path, options: &DriverOptions) -> Result<Box<dyn Backend>> {
+    if options.native_diff.is_some() && name != "overlay" {
+        return Err(Error::InvalidOption {
+            key: "native_diff".into(),
+            reason: "applies to the overlay driver only".into(),
+        });
+    }
+    if options.vhd.is_some() && name != "block" {
+        return Err(Error::InvalidOption {
+            key: "vhd".into(),
+            reason: "applies to the block driver only".into(),
+        });
+    }
     match name {
-        "vfs" => {
-            if options.native_diff.is_some() {
-                return Err(Error::InvalidOption {
-                    key: "native_diff".into(),
-                    reason: "applies to the overlay driver only".into(),
-                });
-            }
-            Ok(Box::new(vfs::Vfs::new()))
-        }
+        "vfs" => Ok(Box::new(vfs::Vfs::new())),
         "overlay" => Ok(Box::new(overlay::Overlay::open(root, options.native_diff)?)),
+        "block" => Ok(Box::new(block::Block::open(root, options)?)),
         other => Err(Error::Unsupported(format!(
-            "unknown driver {other:?} (known: overlay, vfs)"
+            "unknown driver {other:?} (known: {})",
+            KNOWN.join(", ")
         ))),
     }
 }
+
+/// Every backend name, for messages and option lists.
+pub const KNOWN: [&str; 3] = ["block", "overlay", "vfs"];
 
 /// The backend to use for a new store at `root`: overlay where it works, else vfs.
 pub fn default_for(root: &Path) -> String {

@@ -256,6 +256,7 @@ impl Backend for Overlay {
                 .iter()
                 .map(|r| Self::diff(store, &r.id))
                 .collect(),
+            hold: None,
         })
     }
 
@@ -328,11 +329,11 @@ impl Backend for Overlay {
         &self,
         store: &Store,
         chain: &[LayerRecord],
-    ) -> Option<Result<(Vec<Change>, PathBuf)>> {
+    ) -> Option<Result<(Vec<Change>, std::os::fd::OwnedFd)>> {
         if !self.native {
             return None;
         }
-        let run = || -> Result<(Vec<Change>, PathBuf)> {
+        let run = || -> Result<(Vec<Change>, std::os::fd::OwnedFd)> {
             let id = &chain[0].id;
             let diff = Self::diff(store, id);
             let upper =
@@ -348,7 +349,7 @@ impl Backend for Overlay {
                 layer: id.clone(),
                 source,
             })?;
-            Ok((list, diff))
+            Ok((list, upper))
         };
         Some(run())
     }

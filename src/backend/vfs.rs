@@ -102,6 +102,7 @@ impl Backend for Vfs {
             root,
             format: Format::Naive,
             lowers: Vec::new(),
+            hold: None,
         })
     }
 

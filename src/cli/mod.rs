@@ -28,7 +28,7 @@ struct Cli {
     root: PathBuf,
     /// Storage backend; a store remembers the one it was created with.
     /// [default: overlay where supported, else vfs]
-    #[arg(long, env = "STRATA_DRIVER", value_parser = ["overlay", "vfs"], global = true)]
+    #[arg(long, env = "STRATA_DRIVER", value_parser = ["block", "overlay", "vfs"], global = true)]
     driver: Option<String>,
     /// Driver option, e.g. size=10G (repeatable).
     #[arg(short = 'o', value_name = "KEY=VALUE")]
@@ -154,6 +154,13 @@ enum Command {
     },
     /// List layers: id, parent, kind, size, mounted.
     Ls,
+    /// Grow a writable layer to SIZE (block backend; offline: not mounted, no children).
+    Resize {
+        /// Layer id.
+        id: String,
+        /// New size, e.g. 30G; smaller than the current size is refused.
+        size: String,
+    },
     /// Serve the store to another program over a unix socket.
     #[cfg(feature = "docker-plugin")]
     #[command(subcommand)]
@@ -302,6 +309,7 @@ fn run(cli: Cli, root_explicit: bool) -> Result<()> {
             writeln!(out, "{}", graph.diff_size(id, parent(p))?)?
         }
         Command::Ls => output::ls(out, &graph.list()?, cli.json)?,
+        Command::Resize { id, size } => graph.resize(id, strata::units::ram_in_bytes(size)?)?,
         #[cfg(feature = "docker-plugin")]
         Command::Serve(_) => unreachable!("servers are dispatched before the store is opened"),
     }

@@ -32,8 +32,7 @@ pub(super) fn changes(
     if base == chain[0].parent.as_deref() {
         let guard = store.busy_guard(id, false, "diff")?;
         if let Some(native) = graph.backend().native_changes(store, &chain) {
-            let (list, dir) = native?;
-            let fd = fsutil::open_dir(&dir).ctx(|| format!("opening {}", dir.display()))?;
+            let (list, fd) = native?;
             return Ok((list, Hold::Native(guard), fd));
         }
     }
@@ -90,8 +89,7 @@ pub(super) fn exact(graph: &Graph, id: &str) -> Result<DiffStream> {
     let store = graph.store();
     let guard = store.busy_guard(id, false, "exact diff")?;
     let layer_dir = store.layer_dir(id);
-    let content = graph.backend().content_dir(store, id);
-    let root = fsutil::open_dir(&content).ctx(|| format!("opening {}", content.display()))?;
+    let root = graph.backend().open_content(store, id)?;
     let (mut writer, reader) = pipe::pipe();
     let layer = id.to_string();
     std::thread::Builder::new()

@@ -6,6 +6,7 @@
 //! store's crash story for what happens when a process dies in between.
 
 mod diff;
+mod resize;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -125,9 +126,10 @@ impl Graph {
     /// Opens the store described by `config` and its backend.
     pub fn open(config: GraphConfig) -> Result<Graph> {
         if let Some(d) = &config.driver {
-            if d != "overlay" && d != "vfs" {
+            if !backend::KNOWN.contains(&d.as_str()) {
                 return Err(Error::Unsupported(format!(
-                    "unknown driver {d:?} (known: overlay, vfs)"
+                    "unknown driver {d:?} (known: {})",
+                    backend::KNOWN.join(", ")
                 )));
             }
         }
@@ -136,6 +138,7 @@ impl Graph {
             backend::default_for(&config.root)
         })?;
         let backend = backend::open(store.driver(), store.root(), &options)?;
+        backend.reconcile(&store)?;
         if options.size.is_some() && !backend.supports_size() {
             return Err(Error::Unsupported(format!(
                 "the {} backend cannot enforce size= on this filesystem yet (size limits need XFS project quotas or the block backend)",
@@ -316,6 +319,8 @@ impl Graph {
             layer: id.to_string(),
             source,
         })?;
+        self.backend()
+            .finish_apply(store, &chain, staging.path(), &target)?;
         store::write_applied_marker(staging.path(), rec.generation + 1)?;
         if self.inner.durable {
             rustix::fs::syncfs(&root).ctx(|| format!("syncing the filesystem of layer {id}"))?;

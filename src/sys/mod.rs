@@ -4,6 +4,7 @@
 
 pub mod jail;
 pub mod lock;
+pub mod loopdev;
 pub mod mount;
 pub mod mountinfo;
 

@@ -254,3 +254,63 @@ pub fn make_private(dir: &Path) -> io::Result<()> {
     rustix::mount::mount_change(dir, rustix::mount::MountPropagationFlags::PRIVATE)?;
     Ok(())
 }
+
+/// Mounts the block device `dev` (a filesystem of type `fstype`) at `target`, read-only when
+/// `readonly`, with filesystem options `data` (comma-separated, may be empty).
+pub fn mount_block(
+    dev: &Path,
+    target: &Path,
+    fstype: &str,
+    readonly: bool,
+    data: &str,
+) -> io::Result<()> {
+    let flags = if readonly {
+        MountFlags::RDONLY
+    } else {
+        MountFlags::empty()
+    };
+    let cdata = CString::new(data).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    mount(dev, target, fstype, flags, Some(cdata.as_c_str()))?;
+    Ok(())
+}
+
+/// Mounts the block device `dev` without attaching it anywhere (`fsopen` + `fsmount`): the
+/// returned descriptor is the root of a private mount that disappears, with its superblock,
+/// when the descriptor and everything opened through it are closed. `options` are
+/// `key=value` (or bare `key`) filesystem options.
+pub fn mount_block_detached(
+    dev: &Path,
+    fstype: &str,
+    readonly: bool,
+    options: &[&str],
+) -> io::Result<OwnedFd> {
+    let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_set_string(fs.as_fd(), "source", dev)
+        .map_err(|e| with_log(&fs, &format!("{fstype} source {}", dev.display()), e))?;
+    if readonly {
+        rustix::mount::fsconfig_set_flag(fs.as_fd(), "ro")
+            .map_err(|e| with_log(&fs, "read-only flag", e))?;
+    }
+    for opt in options {
+        let r = match opt.split_once('=') {
+            Some((k, v)) => fsconfig_set_string(fs.as_fd(), k, v),
+            None => rustix::mount::fsconfig_set_flag(fs.as_fd(), *opt),
+        };
+        r.map_err(|e| with_log(&fs, &format!("{fstype} option {opt}"), e))?;
+    }
+    fsconfig_create(fs.as_fd())
+        .map_err(|e| with_log(&fs, &format!("creating a {fstype} mount"), e))?;
+    let attrs = if readonly {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    } else {
+        MountAttrFlags::empty()
+    };
+    fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| with_log(&fs, &format!("fsmount {fstype}"), e))
+}
+
+/// Bind-mounts `src` at `target` (writable; not recursive).
+pub fn bind(src: &Path, target: &Path) -> io::Result<()> {
+    mount_bind(src, target)?;
+    Ok(())
+}

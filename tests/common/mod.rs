@@ -201,7 +201,20 @@ pub fn skip_reason(backend: &str, dir: &Path) -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("the black-box tests need root (chown, mknod, mounts)".into());
     }
-    if backend == "overlay" {
+    if backend == "block" {
+        if !Path::new("/dev/loop-control").exists() {
+            return Some("no /dev/loop-control (the block backend needs loop devices)".into());
+        }
+        let tools = ["mkfs.ext4", "debugfs", "tune2fs", "e2fsck", "resize2fs"];
+        if let Some(t) = tools.iter().find(|t| {
+            !["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+                .iter()
+                .any(|d| Path::new(d).join(t).exists())
+        }) {
+            return Some(format!("{t} is missing (install e2fsprogs)"));
+        }
+    }
+    if backend == "overlay" || backend == "block" {
         let fs_list = fs::read_to_string("/proc/filesystems").unwrap_or_default();
         if !fs_list
             .lines()
@@ -452,6 +465,7 @@ impl Store {
         let backend: &'static str = match backend {
             "vfs" => "vfs",
             "overlay" => "overlay",
+            "block" => "block",
             other => panic!("unknown backend {other}"),
         };
         let tmp = tempfile::Builder::new()
