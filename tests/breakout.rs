@@ -15,3 +15,7 @@ mod raw;
 
 #[path = "breakout/names.rs"]
 mod names;
+#[path = "breakout/symlinks.rs"]
+mod symlinks;
+#[path = "breakout/hardlinks.rs"]
+mod hardlinks;
