@@ -13,9 +13,13 @@ mod oracle;
 #[path = "breakout/raw.rs"]
 mod raw;
 
+#[path = "breakout/hardlinks.rs"]
+mod hardlinks;
 #[path = "breakout/names.rs"]
 mod names;
 #[path = "breakout/symlinks.rs"]
 mod symlinks;
-#[path = "breakout/hardlinks.rs"]
-mod hardlinks;
+#[path = "breakout/types.rs"]
+mod types;
+#[path = "breakout/whiteouts.rs"]
+mod whiteouts;

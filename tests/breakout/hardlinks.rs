@@ -19,7 +19,11 @@ crate::backend_tests!(
 
 fn hardlink_to_dotdot_victim_is_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
-    for target in ["../root-victim/hello", "a/../../../../../../root-victim/hello", "/../x"] {
+    for target in [
+        "../root-victim/hello",
+        "a/../../../../../../root-victim/hello",
+        "/../x",
+    ] {
         let tar = Raw::new().hardlink(b"stolen", target.as_bytes()).finish();
         env.apply_err(&tar, Some("stolen"), rule::ESCAPE);
     }
@@ -28,7 +32,11 @@ fn hardlink_to_dotdot_victim_is_refused(backend: &str) {
 fn hardlink_to_absolute_host_paths_is_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     let hello = format!("{}/hello", env.v());
-    for target in [hello.as_str(), env.victim_file.to_str().unwrap(), "/etc/passwd"] {
+    for target in [
+        hello.as_str(),
+        env.victim_file.to_str().unwrap(),
+        "/etc/passwd",
+    ] {
         let tar = Raw::new().hardlink(b"stolen", target.as_bytes()).finish();
         let err = env.apply_err(&tar, Some("stolen"), rule::HARDLINK);
         crate::common::assert_mentions(&err, "does not exist", "hard link to a host path");
@@ -57,7 +65,10 @@ fn hardlink_to_a_directory_or_the_root_is_refused(backend: &str) {
     let tar = Raw::new().hardlink(b"h", b"/").finish();
     env.apply_err(&tar, Some("h"), rule::HARDLINK);
     // "s/" cleans to "s": the link shares the symlink's inode, it does not follow it.
-    let tar = Raw::new().symlink(b"s", b"/").hardlink(b"h", b"s/").finish();
+    let tar = Raw::new()
+        .symlink(b"s", b"/")
+        .hardlink(b"h", b"s/")
+        .finish();
     env.apply_ok(&tar, |root| symlink(root, "h", "/"));
 }
 

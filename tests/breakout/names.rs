@@ -28,7 +28,10 @@ fn dotdot_names_at_every_depth_are_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     for depth in 1..=7 {
         let name = format!("{}{}", "../".repeat(depth), env.unique);
-        let tar = Raw::new().file(b"ok", b"fine").file(name.as_bytes(), b"escaped").finish();
+        let tar = Raw::new()
+            .file(b"ok", b"fine")
+            .file(name.as_bytes(), b"escaped")
+            .finish();
         env.apply_err(&tar, Some(&name), rule::ESCAPE);
     }
 }
@@ -45,7 +48,11 @@ fn absolute_names_land_inside_the_layer(backend: &str) {
     env.apply_ok(&tar, |root| {
         file(root, &format!("etc/{}", env.unique), b"abs");
         file(root, &format!("{}/hello", env.v_rel()), b"overwritten?");
-        file(root, env.victim_file.to_str().unwrap().trim_start_matches('/'), b"tmp");
+        file(
+            root,
+            env.victim_file.to_str().unwrap().trim_start_matches('/'),
+            b"tmp",
+        );
     });
 }
 
@@ -75,7 +82,10 @@ fn dotdot_inside_the_layer_is_cleaned(backend: &str) {
 
 fn dotdot_as_part_of_a_component_is_a_plain_name(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
-    let tar = Raw::new().file(b"..a/b..", b"1").file(b"...", b"2").finish();
+    let tar = Raw::new()
+        .file(b"..a/b..", b"1")
+        .file(b"...", b"2")
+        .finish();
     env.apply_ok(&tar, |root| {
         file(root, "..a/b..", b"1");
         file(root, "...", b"2");
@@ -156,7 +166,11 @@ fn slash_dotdot_into_a_sibling_prefix_is_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     // The store root is a prefix of "root-victim": a string-prefix containment check would
     // let these through.
-    for name in ["/../root-victim/hello", "/../../root-victim/hello", "./../root-victim"] {
+    for name in [
+        "/../root-victim/hello",
+        "/../../root-victim/hello",
+        "./../root-victim",
+    ] {
         let tar = Raw::new().file(name.as_bytes(), b"pwned").finish();
         env.apply_err(&tar, Some(name), rule::ESCAPE);
     }
@@ -165,7 +179,10 @@ fn slash_dotdot_into_a_sibling_prefix_is_refused(backend: &str) {
 fn root_as_file_is_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     for name in [".", "./", "/", "a/.."] {
-        let tar = Raw::new().file(b"before", b"b").file(name.as_bytes(), b"root?").finish();
+        let tar = Raw::new()
+            .file(b"before", b"b")
+            .file(name.as_bytes(), b"root?")
+            .finish();
         env.apply_err(&tar, Some(name), rule::ROOT_TYPE);
     }
 }
@@ -178,7 +195,10 @@ fn root_as_symlink_to_the_victim_is_refused(backend: &str) {
         .file(b"hello", b"pwned")
         .finish();
     env.apply_err(&tar, Some("./"), rule::ROOT_TYPE);
-    let tar = Raw::new().symlink(b".", b"..").file(b"x", b"pwned").finish();
+    let tar = Raw::new()
+        .symlink(b".", b"..")
+        .file(b"x", b"pwned")
+        .finish();
     env.apply_err(&tar, Some("."), rule::ROOT_TYPE);
 }
 

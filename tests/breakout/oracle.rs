@@ -77,12 +77,19 @@ fn data_of(p: &Path) -> Vec<u8> {
     let mut pos = 0u64;
     while pos < len && out.len() < 64 << 20 {
         // SAFETY: lseek on an fd we own; no memory is involved.
-        let data = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&f), pos as i64, libc::SEEK_DATA) };
+        let data = unsafe {
+            libc::lseek(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                pos as i64,
+                libc::SEEK_DATA,
+            )
+        };
         if data < 0 {
             break;
         }
         // SAFETY: as above.
-        let hole = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&f), data, libc::SEEK_HOLE) };
+        let hole =
+            unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&f), data, libc::SEEK_HOLE) };
         let end = if hole < 0 { len } else { hole as u64 };
         f.seek(SeekFrom::Start(data as u64)).unwrap();
         let want = (end - data as u64).min((64 << 20) as u64);
@@ -192,11 +199,24 @@ pub struct Env {
 fn set_times(p: &Path, atime: i64, mtime: i64) {
     let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).unwrap();
     let ts = [
-        libc::timespec { tv_sec: atime, tv_nsec: 0 },
-        libc::timespec { tv_sec: mtime, tv_nsec: 0 },
+        libc::timespec {
+            tv_sec: atime,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
     ];
     // SAFETY: valid path and a two-element timespec array.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     assert_eq!(rc, 0, "utimensat {}", p.display());
 }
 
@@ -328,10 +348,25 @@ impl Env {
 
     fn assert_outside(&self, before: &Outside, what: &str) {
         let after = self.outside();
-        assert_same(&before.victim, &after.victim, &format!("{what}: victim directory changed"));
-        assert_same(&before.tmp, &after.tmp, &format!("{what}: victim file changed"));
-        assert_same(&before.layers, &after.layers, &format!("{what}: another layer changed"));
-        assert_eq!(before.beside, after.beside, "{what}: names beside the store changed");
+        assert_same(
+            &before.victim,
+            &after.victim,
+            &format!("{what}: victim directory changed"),
+        );
+        assert_same(
+            &before.tmp,
+            &after.tmp,
+            &format!("{what}: victim file changed"),
+        );
+        assert_same(
+            &before.layers,
+            &after.layers,
+            &format!("{what}: another layer changed"),
+        );
+        assert_eq!(
+            before.beside, after.beside,
+            "{what}: names beside the store changed"
+        );
         let mut found = Vec::new();
         find_named(self.s.scratch(), &self.unique, &mut found);
         let own = self.target_dir();
@@ -392,7 +427,13 @@ impl Env {
     }
 
     /// [`Env::apply_err`] with extra `apply-diff` arguments.
-    pub fn apply_err_args(&self, args: &[&str], tar: &[u8], entry: Option<&str>, rule: &str) -> String {
+    pub fn apply_err_args(
+        &self,
+        args: &[&str],
+        tar: &[u8],
+        entry: Option<&str>,
+        rule: &str,
+    ) -> String {
         self.ensure_target();
         let before = self.outside();
         let layer = snap(&self.target_dir(), false);
@@ -404,10 +445,17 @@ impl Env {
         }
         assert_mentions(&err, rule, "the broken rule");
         self.assert_outside(&before, "after a failed apply");
-        assert_same(&layer, &snap(&self.target_dir(), false), "a failed apply changed the layer");
+        assert_same(
+            &layer,
+            &snap(&self.target_dir(), false),
+            "a failed apply changed the layer",
+        );
         self.s.assert_state(&state, "after a failed apply");
         assert!(self.s.exists(TARGET));
-        assert!(self.s.staging_names().is_empty(), "staging leftovers after a failure");
+        assert!(
+            self.s.staging_names().is_empty(),
+            "staging leftovers after a failure"
+        );
         err
     }
 }
@@ -432,7 +480,10 @@ fn find_named(dir: &Path, name: &str, found: &mut Vec<PathBuf>) {
 pub fn file(root: &Path, rel: &str, data: &[u8]) {
     let p = root.join(rel);
     let md = fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{rel}: {e}"));
-    assert!(md.file_type().is_file(), "{rel} should be a regular file: {md:?}");
+    assert!(
+        md.file_type().is_file(),
+        "{rel} should be a regular file: {md:?}"
+    );
     assert_eq!(fs::read(&p).unwrap(), data, "content of {rel}");
 }
 

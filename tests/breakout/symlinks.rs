@@ -107,7 +107,11 @@ fn symlink_loops_and_long_chains_are_refused(backend: &str) {
     let mut r = Raw::new();
     r.dir(b"end");
     for i in 0..50 {
-        let next = if i == 49 { "end".to_string() } else { format!("s{}", i + 1) };
+        let next = if i == 49 {
+            "end".to_string()
+        } else {
+            format!("s{}", i + 1)
+        };
         r.symlink(format!("s{i}").as_bytes(), next.as_bytes());
     }
     r.file(b"s0/x", b"x");

@@ -44,9 +44,10 @@
 
 mod creds;
 pub mod tree;
+mod whiteout;
 mod writers;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -193,7 +194,7 @@ fn apply_entries(
     tree.set_root_fresh(empty);
     let mut a = Applier {
         tree,
-        unpacked: HashSet::new(),
+        unpacked: HashMap::new(),
         occupied: HashSet::new(),
         dir_times: Vec::new(),
         buf: vec![0u8; 256 * 1024],
@@ -238,8 +239,10 @@ fn apply_entries(
 
 struct Applier {
     tree: Tree,
-    /// (directory, name) pairs written by this layer: kept by opaque markers.
-    unpacked: HashSet<((u64, u64), Vec<u8>)>,
+    /// Names written by this layer, by directory: kept by opaque markers. A removed
+    /// directory's entries are dropped with it, so a directory that reuses its inode starts
+    /// with none.
+    unpacked: HashMap<(u64, u64), HashSet<Vec<u8>>>,
     /// Directories whose times are set at the end, as cleaned paths.
     dir_times: Vec<(Vec<u8>, Meta)>,
     buf: Vec<u8>,
@@ -256,6 +259,10 @@ struct Applier {
 
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
+}
+
+fn has_user(meta: &Meta) -> bool {
+    meta.xattrs.iter().any(|(k, _)| k.starts_with(b"user."))
 }
 
 fn fail(h: &Header, rule: Rule, detail: impl Into<String>) -> Error {
@@ -328,7 +335,10 @@ impl Applier {
             Kind::Hardlink => self.hardlink(h, &dir, last, &meta)?,
             Kind::Char | Kind::Block | Kind::Fifo => self.node(h, &dir, last, &meta)?,
         }
-        self.unpacked.insert((dir.key, last.to_vec()));
+        self.unpacked
+            .entry(dir.key)
+            .or_default()
+            .insert(last.to_vec());
         self.occupied.insert((dir.key, last.to_vec()));
         Ok(())
     }
@@ -421,12 +431,57 @@ impl Applier {
             }
         }
         if is_dir {
+            self.forget_tree(h, dir, name)?;
             fsutil::remove_tree_at(dir.fd.as_fd(), os(name))
                 .map_err(|e| sys(h, "removing the existing directory", e))?;
             self.invalidate();
         } else {
             unlinkat(dir.fd.as_fd(), os(name), AtFlags::empty())
                 .map_err(|e| sys(h, "removing the existing entry", e))?;
+        }
+        Ok(())
+    }
+
+    /// Drops what [`Applier::unpacked`] knows about the directory `dir/name` and the
+    /// directories below it, which are about to be removed: their inodes may be reused.
+    fn forget_tree(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<(), Error> {
+        if self.unpacked.is_empty() {
+            return Ok(());
+        }
+        // Depth first, holding open only the directories whose subdirectories are pending.
+        let mut todo: Vec<(std::rc::Rc<OwnedFd>, Vec<u8>)> = vec![(
+            std::rc::Rc::new(
+                dir.fd
+                    .try_clone()
+                    .map_err(|e| sys(h, "duplicating a directory fd", e))?,
+            ),
+            name.to_vec(),
+        )];
+        while let Some((parent, n)) = todo.pop() {
+            let fd = match fsutil::open_dir_at(parent.as_fd(), os(&n)) {
+                Ok(fd) => std::rc::Rc::new(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(sys(h, "opening a removed directory", e)),
+            };
+            let st =
+                rustix::fs::fstat(&*fd).map_err(|e| sys(h, "inspecting a removed directory", e))?;
+            self.unpacked.remove(&(st.st_dev, st.st_ino));
+            let listing = openat(
+                &*fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| sys(h, "listing a removed directory", e))?;
+            for entry in rustix::fs::Dir::read_from(&listing)
+                .map_err(|e| sys(h, "listing a removed directory", e))?
+            {
+                let entry = entry.map_err(|e| sys(h, "listing a removed directory", e))?;
+                let c = entry.file_name().to_bytes();
+                if c != b"." && c != b".." && entry.file_type() == FileType::Directory {
+                    todo.push((fd.clone(), c.to_vec()));
+                }
+            }
         }
         Ok(())
     }
@@ -562,6 +617,9 @@ impl Applier {
             Mode::empty(),
         )
         .map_err(|e| sys(h, "opening the directory", e))?;
+        if matches!(&existing, Some(st) if is_dir(st)) {
+            self.drop_stale_xattrs(h, fd.as_fd(), meta)?;
+        }
         fsmeta::set_fd(fd.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?;
         if opaque {
             fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
@@ -569,6 +627,27 @@ impl Applier {
             self.invalidate();
         }
         self.dir_times.push((name::join(comps), meta.clone()));
+        Ok(())
+    }
+
+    /// A directory entry over an existing directory ends with exactly the entry's xattrs:
+    /// removes the others (overlay's own and `security.selinux` aside, which entries never
+    /// set).
+    fn drop_stale_xattrs(&self, h: &Header, fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), Error> {
+        let existing =
+            fsmeta::read_fd(fd).map_err(|e| sys(h, "reading the directory's xattrs", e))?;
+        for (k, _) in existing {
+            if k.starts_with(b"trusted.overlay.")
+                || k.as_slice() == b"security.selinux"
+                || meta.xattrs.iter().any(|(m, _)| *m == k)
+            {
+                continue;
+            }
+            match rustix::fs::fremovexattr(fd, os(&k)) {
+                Ok(()) | Err(Errno::NODATA) => {}
+                Err(e) => return Err(sys(h, "removing an xattr the entry does not have", e)),
+            }
+        }
         Ok(())
     }
 
@@ -699,6 +778,29 @@ impl Applier {
                     ..meta.clone()
                 };
                 fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, true)
+                    .map_err(|e| sys(h, "setting metadata", e))?;
+            }
+            Err(e) if !symlink && e.raw_os_error() == Some(libc::EPERM) && has_user(meta) => {
+                // The kernel refuses user.* xattrs on fifos and devices; Docker ignores that.
+                let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| sys(h, "inspecting the entry", e))?;
+                if matches!(
+                    FileType::from_raw_mode(st.st_mode),
+                    FileType::RegularFile | FileType::Directory
+                ) {
+                    return Err(sys(h, "setting metadata", e));
+                }
+                debug!(entry = %String::from_utf8_lossy(&h.name), "dropping user xattrs a special file cannot carry");
+                let bare = Meta {
+                    xattrs: meta
+                        .xattrs
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with(b"user."))
+                        .cloned()
+                        .collect(),
+                    ..meta.clone()
+                };
+                fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, false)
                     .map_err(|e| sys(h, "setting metadata", e))?;
             }
             Err(e) => return Err(sys(h, "setting metadata", e)),
@@ -893,106 +995,6 @@ impl Applier {
         })?;
         let needs = self.needs(dir, meta, false);
         self.set_at(h, dir, name, meta, false, needs)
-    }
-
-    fn whiteout(&mut self, h: &Header, parent: &[&[u8]], target: &[u8]) -> Result<(), Error> {
-        if h.size != 0 {
-            return Err(fail(h, Rule::Whiteout, "a whiteout must not carry data"));
-        }
-        if target == b".wh..opq" {
-            return self.opaque(h, parent);
-        }
-        if target.starts_with(b".wh.") {
-            debug!(entry = %String::from_utf8_lossy(&h.name), "skipping AUFS metadata");
-            return Ok(());
-        }
-        if matches!(target, b"" | b"." | b"..") {
-            return Err(fail(
-                h,
-                Rule::Whiteout,
-                "whiteout of an empty, '.' or '..' name",
-            ));
-        }
-        let dir = self.resolve(h, parent)?;
-        if self.remove_existing(h, &dir, target)? {
-            self.invalidate();
-        }
-        if self.tree.is_overlay() && !matches!(self.lower(h, &dir, target)?, Lower::Absent) {
-            mknodat(
-                dir.fd.as_fd(),
-                os(target),
-                FileType::CharacterDevice,
-                Mode::empty(),
-                0,
-            )
-            .map_err(|e| sys(h, "creating the whiteout device", e))?;
-            self.occupied.insert((dir.key, target.to_vec()));
-            self.invalidate();
-        }
-        Ok(())
-    }
-
-    fn opaque(&mut self, h: &Header, parent: &[&[u8]]) -> Result<(), Error> {
-        let dir = self.resolve(h, parent)?;
-        let fd = openat(
-            dir.fd.as_fd(),
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| sys(h, "opening the opaque directory", e))?;
-        let mut doomed = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&fd)
-            .map_err(|e| sys(h, "listing the opaque directory", e))?
-        {
-            let entry = entry.map_err(|e| sys(h, "listing the opaque directory", e))?;
-            let n = entry.file_name().to_bytes();
-            if n == b"." || n == b".." || self.unpacked.contains(&(dir.key, n.to_vec())) {
-                continue;
-            }
-            doomed.push((n.to_vec(), entry.file_type() == FileType::Directory));
-        }
-        for (n, is_dir) in doomed {
-            self.remove(h, &dir, &n, is_dir)?;
-        }
-        if self.tree.is_overlay() {
-            fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
-                .map_err(|e| sys(h, "marking the directory opaque", e))?;
-        }
-        self.invalidate();
-        Ok(())
-    }
-
-    /// Applies directory times, deepest last so nothing disturbs them afterwards.
-    fn finish(&mut self) -> Result<(), Error> {
-        self.barrier()?;
-        let dirs = std::mem::take(&mut self.dir_times);
-        for (path, meta) in dirs.iter().rev() {
-            let comps: Vec<&[u8]> = if path.is_empty() {
-                Vec::new()
-            } else {
-                path.split(|b| *b == b'/').collect()
-            };
-            let Some((&last, parent)) = comps.split_last() else {
-                let root = self.tree.root().fd.clone();
-                fsmeta::set_times_fd(root.as_fd(), meta.atime, meta.mtime)
-                    .map_err(|e| Error::io("setting times of the layer root", e))?;
-                continue;
-            };
-            let Some(dir) = self.tree.dir(parent, false, path)? else {
-                continue;
-            };
-            match statat(dir.fd.as_fd(), os(last), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                    fsmeta::set_times_at(dir.fd.as_fd(), os(last), meta.atime, meta.mtime)
-                        .map_err(|e| {
-                            Error::entry(path, Rule::Io, format!("setting directory times: {e}"))
-                        })?;
-                }
-                _ => {} // replaced by a later entry
-            }
-        }
-        Ok(())
     }
 }
 

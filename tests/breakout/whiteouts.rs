@@ -1,0 +1,169 @@
+//! Whiteouts and opaque markers: malformed names, payloads, whiteouts through symlinks,
+//! opaque ordering, and the opaque marker at the layer root (rule 5).
+
+use super::oracle::{rule, *};
+use super::raw::*;
+
+crate::backend_tests!(
+    malformed_whiteout_names_are_refused,
+    whiteout_with_a_payload_is_refused,
+    whiteout_under_a_symlink_to_the_victim_stays_in_root,
+    opaque_under_a_symlink_to_the_victim_stays_in_root,
+    whiteout_through_a_dotdot_symlink_deletes_in_root,
+    opaque_keeps_what_this_layer_wrote_before_it,
+    opaque_at_the_root_hides_every_lower_entry,
+    whiteout_then_recreate_hides_lower_content,
+    aufs_metadata_entries_are_skipped,
+    whiteout_deletes_a_lower_symlink_not_its_target,
+);
+
+fn malformed_whiteout_names_are_refused(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(Raw::new().file(b"d/x", b"x").finish());
+    for name in [".wh.", ".wh..", ".wh...", "d/.wh.", "d/.wh..", "d/.wh..."] {
+        let tar = Raw::new()
+            .file(b"before", b"b")
+            .file(name.as_bytes(), b"")
+            .finish();
+        env.apply_err(&tar, Some(name), rule::WHITEOUT);
+    }
+}
+
+fn whiteout_with_a_payload_is_refused(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(Raw::new().file(b"x", b"x").finish());
+    let tar = Raw::new().file(b".wh.x", b"payload").finish();
+    env.apply_err(&tar, Some(".wh.x"), rule::WHITEOUT);
+    let tar = Raw::new().file(b".wh..wh..opq", b"payload").finish();
+    env.apply_err(&tar, Some(".wh..wh..opq"), rule::WHITEOUT);
+}
+
+fn whiteout_under_a_symlink_to_the_victim_stays_in_root(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    let tar = Raw::new()
+        .symlink(b"evil", env.v().as_bytes())
+        .file(b"evil/.wh.hello", b"")
+        .file(b"evil/.wh.sub", b"")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        symlink(root, "evil", &env.v());
+        absent(root, &format!("{}/hello", env.v_rel()));
+    });
+}
+
+fn opaque_under_a_symlink_to_the_victim_stays_in_root(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    let tar = Raw::new()
+        .symlink(b"evil", env.v().as_bytes())
+        .file(b"evil/kept", b"mine")
+        .file(b"evil/.wh..wh..opq", b"")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        symlink(root, "evil", &env.v());
+        assert_eq!(names(root, &env.v_rel()), ["kept"]);
+    });
+}
+
+fn whiteout_through_a_dotdot_symlink_deletes_in_root(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(
+        Raw::new()
+            .file(b"root-victim/hello", b"in-root copy")
+            .finish(),
+    );
+    let tar = Raw::new()
+        .symlink(b"up", b"../../..")
+        .file(b"up/root-victim/.wh.hello", b"")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        dir(root, "root-victim");
+        absent(root, "root-victim/hello");
+    });
+}
+
+fn opaque_keeps_what_this_layer_wrote_before_it(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(
+        Raw::new()
+            .file(b"d/old", b"o")
+            .file(b"d/sub/x", b"x")
+            .finish(),
+    );
+    let tar = Raw::new()
+        .file(b"d/new", b"n")
+        .file(b"d/.wh..wh..opq", b"")
+        .file(b"d/after", b"a")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        assert_eq!(names(root, "d"), ["after", "new"]);
+    });
+}
+
+fn opaque_at_the_root_hides_every_lower_entry(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lowers(&[
+        Raw::new()
+            .file(b"a", b"a")
+            .file(b"b/c", b"c")
+            .symlink(b"slash", b"/")
+            .finish(),
+        Raw::new()
+            .file(b"e", b"e")
+            .symlink(b"up", b"..")
+            .file(b".wh.a", b"")
+            .finish(),
+    ]);
+    let tar = Raw::new()
+        .file(b"early", b"kept")
+        .file(b".wh..wh..opq", b"")
+        .file(b"n", b"new")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        assert_eq!(names(root, ""), ["early", "n"]);
+        file(root, "n", b"new");
+    });
+}
+
+fn whiteout_then_recreate_hides_lower_content(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(Raw::new().file(b"d/x", b"x").file(b"d/y", b"y").finish());
+    let tar = Raw::new().file(b".wh.d", b"").file(b"d/z", b"z").finish();
+    env.apply_ok(&tar, |root| {
+        assert_eq!(names(root, "d"), ["z"]);
+    });
+}
+
+fn aufs_metadata_entries_are_skipped(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    let tar = Raw::new()
+        .dir(b".wh..wh.plnk")
+        .file(b".wh..wh.aufs", b"")
+        .file(b"d/.wh..wh.orph", b"")
+        .file(b"f", b"f")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        absent(root, ".wh..wh.plnk");
+        absent(root, ".wh..wh.aufs");
+        absent(root, "d/.wh..wh.orph");
+        file(root, "f", b"f");
+    });
+}
+
+fn whiteout_deletes_a_lower_symlink_not_its_target(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    let hello = format!("{}/hello", env.v());
+    env.lower(
+        Raw::new()
+            .symlink(b"evil", hello.as_bytes())
+            .symlink(b"dir", env.v().as_bytes())
+            .finish(),
+    );
+    let tar = Raw::new()
+        .file(b".wh.evil", b"")
+        .file(b".wh.dir", b"")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        absent(root, "evil");
+        absent(root, "dir");
+    });
+}
