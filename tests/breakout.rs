@@ -17,6 +17,10 @@ mod raw;
 mod hardlinks;
 #[path = "breakout/names.rs"]
 mod names;
+#[path = "breakout/parser.rs"]
+mod parser;
+#[path = "breakout/special.rs"]
+mod special;
 #[path = "breakout/symlinks.rs"]
 mod symlinks;
 #[path = "breakout/types.rs"]

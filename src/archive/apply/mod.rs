@@ -25,22 +25,30 @@
 //!    the entry's owner, xattrs, mode and times are applied to it, except that a symlink
 //!    target is never chmod-ed.
 //! 5. Whiteouts: `.wh.NAME` deletes NAME, `.wh..wh..opq` makes its directory opaque (entries
-//!    this layer already wrote there are kept), other `.wh..wh.*` names (AUFS bookkeeping) are
+//!    this layer already wrote there are kept — a kept directory loses what this layer did not
+//!    write in it, as with Docker), other `.wh..wh.*` names (AUFS bookkeeping) are
 //!    skipped. `.wh.`, `.wh..` and `.wh...` are rejected, and so is a whiteout that carries
 //!    data. Whiteouts act through in-root parents like any other entry.
 //! 6. An existing path is replaced by a new entry unless both are directories, in which case
-//!    the new metadata is applied to the existing directory.
+//!    the new metadata is applied to the existing directory, which ends with exactly the
+//!    entry's extended attributes.
 //! 7. Extended attributes: `trusted.overlay.*` and `user.overlay.*` are rejected (they would
-//!    forge overlayfs state); `security.selinux` is dropped (the mount label decides it).
+//!    forge overlayfs state); `security.selinux` is dropped (the mount label decides it);
+//!    `user.*` on fifos and devices, which the kernel refuses, are dropped (as Docker does).
 //! 8. Devices: major < 4096 and minor < 2^20 (the kernel's limits); a character device 0:0 is
 //!    an overlay whiteout in disguise and is rejected.
 //! 9. A path component that exists and is not a directory (nor a symlink to one) cannot be a
 //!    parent: the entry is rejected rather than the file silently replaced.
+//! 10. Limits: `max_bytes` bounds the uncompressed stream and also the sum of the entries'
+//!     sizes (a sparse file counts at its real size, so a tiny stream cannot declare a
+//!     giant file); `max_entries` bounds the entry count.
 //!
 //! In overlay format (an apply straight into an overlay `diff/`), deletions become `0:0`
 //! character devices (only where a lower layer has something to hide), opaque directories get
-//! `trusted.overlay.opaque=y`, and a directory that replaces a non-directory over a lower
-//! directory is made opaque, so that the merged view equals what the naive apply would give.
+//! `trusted.overlay.opaque=y` (at the layer root, which the kernel never treats as opaque,
+//! every name the lowers show gets a whiteout instead), and a directory that replaces a
+//! non-directory over a lower directory is made opaque, so that the merged view equals what
+//! the naive apply would give.
 
 mod creds;
 pub mod tree;
@@ -210,7 +218,20 @@ fn apply_entries(
             r.meta(&tr.take_meta())?;
         }
         a.stats.entries += 1;
-        a.stats.size += h.sparse.as_ref().map_or(h.size, |s| s.real_size);
+        a.stats.size = a
+            .stats
+            .size
+            .saturating_add(h.sparse.as_ref().map_or(h.size, |s| s.real_size));
+        if a.stats.size > opts.limits.max_bytes {
+            return Err(fail(
+                &h,
+                Rule::Limit,
+                format!(
+                    "the entries' sizes add up to more than {} bytes",
+                    opts.limits.max_bytes
+                ),
+            ));
+        }
         a.entry(&h, &mut tr)?;
     }
     a.finish()?;
