@@ -15,6 +15,8 @@ mod raw;
 
 #[path = "breakout/hardlinks.rs"]
 mod hardlinks;
+#[path = "breakout/lower.rs"]
+mod lower;
 #[path = "breakout/names.rs"]
 mod names;
 #[path = "breakout/parser.rs"]

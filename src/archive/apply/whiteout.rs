@@ -90,7 +90,8 @@ impl Applier {
         let dir = self.resolve(h, parent)?;
         self.prune(h, &dir)?;
         if self.tree.is_overlay() {
-            if parent.is_empty() {
+            // The root, also when reached through a symlink ("slash/.wh..wh..opq").
+            if dir.key == self.tree.root().key {
                 self.hide_lower_root(h, &dir)?;
             } else {
                 fsetxattr(dir.fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
