@@ -43,6 +43,14 @@ fn list(h: &Header, dir: BorrowedFd<'_>) -> Result<Vec<(Vec<u8>, bool)>, Error> 
     Ok(out)
 }
 
+/// A directory [`Applier::prune`] still has to visit.
+enum Pending {
+    /// Already open.
+    Open(Dir),
+    /// A name in an open parent.
+    Named(Arc<OwnedFd>, Vec<u8>),
+}
+
 impl Applier {
     pub(super) fn whiteout(
         &mut self,
@@ -106,18 +114,16 @@ impl Applier {
     fn prune(&mut self, h: &Header, top: &Dir) -> Result<(), Error> {
         // Depth first; a kept directory is opened when its turn comes, so only the
         // directories with kept subdirectories pending are open at a time.
-        let mut todo: Vec<(Option<(Arc<OwnedFd>, Vec<u8>)>, Option<Dir>)> =
-            vec![(None, Some(top.clone()))];
+        let mut todo = vec![Pending::Open(top.clone())];
         while let Some(next) = todo.pop() {
             let dir = match next {
-                (_, Some(dir)) => dir,
-                (Some((parent, n)), None) => {
+                Pending::Open(dir) => dir,
+                Pending::Named(parent, n) => {
                     let fd = crate::fsutil::open_dir_at(parent.as_fd(), os(&n))
                         .map_err(|e| sys(h, "opening a kept directory", e))?;
                     Dir::new(Arc::new(fd), Rc::new(Vec::new()))
                         .map_err(|e| sys(h, "inspecting a kept directory", e))?
                 }
-                (None, None) => continue,
             };
             for (n, is_dir) in list(h, dir.fd.as_fd())? {
                 let ours = self
@@ -127,7 +133,7 @@ impl Applier {
                 if !ours {
                     self.remove(h, &dir, &n, is_dir)?;
                 } else if is_dir {
-                    todo.push((Some((dir.fd.clone(), n)), None));
+                    todo.push(Pending::Named(dir.fd.clone(), n));
                 }
             }
         }
