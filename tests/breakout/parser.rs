@@ -17,6 +17,7 @@ crate::backend_tests!(
     oversized_pax_record_and_long_name_are_refused,
     huge_sparse_declared_size_is_refused,
     digest_mismatch_is_refused,
+    missing_end_marker_is_refused,
 );
 
 /// A header block plus payload for a smuggled entry.
@@ -187,4 +188,17 @@ fn digest_mismatch_is_refused(backend: &str) {
     let wrong = format!("sha256:{}", "0".repeat(64));
     let err = env.apply_err_args(&["--digest", &wrong], &tar, None, "");
     crate::common::assert_mentions(&err, "digest", "digest mismatch");
+}
+
+fn missing_end_marker_is_refused(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    // Stricter than Go's archive/tar, which accepts a stream ending after an entry: a
+    // stream cut at an entry boundary cannot be told from a complete one otherwise.
+    let mut r = Raw::new();
+    r.file(b"a", b"a").file(b"b", &[2u8; 600]);
+    let err = env.apply_err(&r.0, None, rule::FORMAT);
+    crate::common::assert_mentions(&err, "end-of-archive", "missing end marker");
+    // One zero block then the end of the stream is accepted as the marker (as Go does).
+    r.0.extend_from_slice(&[0u8; 512]);
+    env.apply_ok(&r.0, |root| file(root, "b", &[2u8; 600]));
 }

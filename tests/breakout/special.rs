@@ -14,6 +14,7 @@ crate::backend_tests!(
     overlay_xattrs_are_refused,
     selinux_label_is_dropped_and_others_kept,
     setuid_file_keeps_mode_and_capability,
+    out_of_range_owners_are_refused,
 );
 
 fn xattr_entry(r: &mut Raw, h: &Hdr, xattrs: &[(&str, &[u8])]) {
@@ -192,5 +193,30 @@ fn setuid_file_keeps_mode_and_capability(backend: &str) {
             Some(cap),
             "xattrs after chown keep the capability"
         );
+    });
+}
+
+fn out_of_range_owners_are_refused(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    // (uid_t)-1 would mean "leave the owner alone" to chown: the file would stay root's.
+    for (key, value) in [
+        ("uid", "4294967295"),
+        ("gid", "4294967295"),
+        ("uid", "8589934592"),
+    ] {
+        let tar = Raw::new()
+            .pax(&[(key, value.as_bytes())])
+            .file(b"owned", b"o")
+            .finish();
+        let err = env.apply_err(&tar, Some("owned"), rule::LIMIT);
+        crate::common::assert_mentions(&err, key, "the out-of-range owner");
+    }
+    let tar = Raw::new()
+        .pax(&[("uid", b"4294967294"), ("gid", b"70000")])
+        .file(b"owned", b"o")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        let md = std::fs::symlink_metadata(root.join("owned")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (4294967294, 70000));
     });
 }
