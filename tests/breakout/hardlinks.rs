@@ -15,6 +15,8 @@ crate::backend_tests!(
     overwriting_a_hardlink_leaves_its_target_alone,
     hardlink_named_through_a_symlink_stays_in_root,
     hardlink_to_a_whited_out_lower_file_is_refused,
+    hardlink_to_a_lower_file_through_a_lower_alias,
+    hardlink_replacing_its_own_parent_fails_cleanly,
 );
 
 fn hardlink_to_dotdot_victim_is_refused(backend: &str) {
@@ -140,4 +142,35 @@ fn hardlink_to_a_whited_out_lower_file_is_refused(backend: &str) {
     env.lower(Raw::new().file(b"f", b"lower").finish());
     let tar = Raw::new().file(b".wh.f", b"").hardlink(b"h", b"f").finish();
     env.apply_err(&tar, Some("h"), rule::HARDLINK);
+}
+
+fn hardlink_to_a_lower_file_through_a_lower_alias(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(
+        Raw::new()
+            .file(b"real/f", b"lower f")
+            .symlink(b"alias", b"/real")
+            .finish(),
+    );
+    let tar = Raw::new().hardlink(b"h", b"alias/f").finish();
+    env.apply_ok(&tar, |root| {
+        use std::os::unix::fs::MetadataExt;
+        file(root, "h", b"lower f");
+        let ino = |n: &str| std::fs::metadata(root.join(n)).unwrap().ino();
+        assert_eq!(
+            ino("h"),
+            ino("real/f"),
+            "linked to the (copied-up) real file"
+        );
+    });
+}
+
+fn hardlink_replacing_its_own_parent_fails_cleanly(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    // The link's name is the target's parent: replacing it removes the target first.
+    let tar = Raw::new()
+        .file(b"d/f", b"f")
+        .hardlink(b"d", b"d/f")
+        .finish();
+    env.apply_err(&tar, Some("d"), "");
 }

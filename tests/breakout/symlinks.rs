@@ -18,6 +18,8 @@ crate::backend_tests!(
     symlink_created_through_a_symlinked_parent,
     empty_or_nul_symlink_targets_are_refused,
     hardlink_to_a_symlink_never_chmods_the_host_file,
+    devices_and_fifos_created_through_a_symlink_stay_in_root,
+    overlong_component_fails_naming_the_entry,
 );
 
 fn write_through_symlink_to_slash_stays_in_root(backend: &str) {
@@ -216,4 +218,31 @@ fn hardlink_to_a_symlink_never_chmods_the_host_file(backend: &str) {
         symlink(root, "h", &target);
         symlink(root, "s", &target);
     });
+}
+
+fn devices_and_fifos_created_through_a_symlink_stay_in_root(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    let tar = Raw::new()
+        .symlink(b"evil", env.v().as_bytes())
+        .device(b"evil/null", CHR, 1, 3)
+        .device(b"evil/fifo", FIFO, 0, 0)
+        .finish();
+    env.apply_ok(&tar, |root| {
+        use std::os::unix::fs::FileTypeExt;
+        let md = std::fs::symlink_metadata(root.join(format!("{}/null", env.v_rel()))).unwrap();
+        assert!(md.file_type().is_char_device());
+        let md = std::fs::symlink_metadata(root.join(format!("{}/fifo", env.v_rel()))).unwrap();
+        assert!(md.file_type().is_fifo());
+    });
+}
+
+fn overlong_component_fails_naming_the_entry(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    let name = format!("d/{}", "n".repeat(300));
+    let tar = Raw::new()
+        .pax(&[("path", name.as_bytes())])
+        .file(b"placeholder", b"x")
+        .finish();
+    let err = env.apply_err(&tar, Some(&name), "");
+    crate::common::assert_mentions(&err, "name too long", "an over-long component");
 }

@@ -15,6 +15,7 @@ crate::backend_tests!(
     whiteout_then_recreate_hides_lower_content,
     aufs_metadata_entries_are_skipped,
     whiteout_deletes_a_lower_symlink_not_its_target,
+    names_recreated_after_a_root_opaque_do_not_merge_with_lowers,
 );
 
 fn malformed_whiteout_names_are_refused(backend: &str) {
@@ -165,5 +166,33 @@ fn whiteout_deletes_a_lower_symlink_not_its_target(backend: &str) {
     env.apply_ok(&tar, |root| {
         absent(root, "evil");
         absent(root, "dir");
+    });
+}
+
+fn names_recreated_after_a_root_opaque_do_not_merge_with_lowers(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(
+        Raw::new()
+            .file(b"a", b"lower a")
+            .file(b"b/old", b"o")
+            .file(b"c/old", b"o")
+            .file(b"keep/old", b"o")
+            .finish(),
+    );
+    let tar = Raw::new()
+        .dir(b"keep")
+        .file(b"keep/mine", b"m")
+        .file(b".wh..wh..opq", b"")
+        .file(b"a", b"new a")
+        .dir(b"b")
+        .file(b"b/new", b"n")
+        .file(b"c/new", b"n")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        assert_eq!(names(root, ""), ["a", "b", "c", "keep"]);
+        file(root, "a", b"new a");
+        assert_eq!(names(root, "b"), ["new"]);
+        assert_eq!(names(root, "c"), ["new"]);
+        assert_eq!(names(root, "keep"), ["mine"]);
     });
 }
