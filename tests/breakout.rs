@@ -13,6 +13,8 @@ mod oracle;
 #[path = "breakout/raw.rs"]
 mod raw;
 
+#[path = "breakout/confined.rs"]
+mod confined;
 #[path = "breakout/hardlinks.rs"]
 mod hardlinks;
 #[path = "breakout/lower.rs"]

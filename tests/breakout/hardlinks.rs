@@ -31,7 +31,7 @@ fn hardlink_to_dotdot_victim_is_refused(backend: &str) {
     }
 }
 
-fn hardlink_to_absolute_host_paths_is_refused(backend: &str) {
+pub(crate) fn hardlink_to_absolute_host_paths_is_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     let hello = format!("{}/hello", env.v());
     for target in [
@@ -99,7 +99,7 @@ fn absolute_hardlink_target_inside_the_layer_is_allowed(backend: &str) {
     });
 }
 
-fn hardlink_to_a_lower_layer_file_copies_it_up(backend: &str) {
+pub(crate) fn hardlink_to_a_lower_layer_file_copies_it_up(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     env.lower(Raw::new().file(b"etc/passwd", b"root:x:0:0").finish());
     let mut h = Hdr::new(b"copy", LNK);

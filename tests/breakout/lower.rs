@@ -28,7 +28,7 @@ fn evil_lower(env: &Env) -> Vec<u8> {
         .finish()
 }
 
-fn write_through_lower_symlink_to_the_victim_stays_in_root(backend: &str) {
+pub(crate) fn write_through_lower_symlink_to_the_victim_stays_in_root(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     env.lower(evil_lower(&env));
     let tar = Raw::new()
@@ -68,7 +68,7 @@ fn write_through_lower_dotdot_symlink_lands_at_the_root(backend: &str) {
     });
 }
 
-fn whiteout_through_lower_symlink_stays_in_root(backend: &str) {
+pub(crate) fn whiteout_through_lower_symlink_stays_in_root(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     env.lower(evil_lower(&env));
     let tar = Raw::new()
@@ -83,7 +83,7 @@ fn whiteout_through_lower_symlink_stays_in_root(backend: &str) {
     });
 }
 
-fn opaque_through_lower_symlink_stays_in_root(backend: &str) {
+pub(crate) fn opaque_through_lower_symlink_stays_in_root(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     env.lower(evil_lower(&env));
     let tar = Raw::new()

@@ -24,7 +24,7 @@ crate::backend_tests!(
     root_directory_entry_sets_root_metadata,
 );
 
-fn dotdot_names_at_every_depth_are_refused(backend: &str) {
+pub(crate) fn dotdot_names_at_every_depth_are_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     for depth in 1..=7 {
         let name = format!("{}{}", "../".repeat(depth), env.unique);
@@ -187,7 +187,7 @@ fn root_as_file_is_refused(backend: &str) {
     }
 }
 
-fn root_as_symlink_to_the_victim_is_refused(backend: &str) {
+pub(crate) fn root_as_symlink_to_the_victim_is_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     // umoci CVE-2021-29136: the root replaced by a symlink, later entries land on the target.
     let tar = Raw::new()

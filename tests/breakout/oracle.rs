@@ -25,6 +25,16 @@ use std::path::{Path, PathBuf};
 use crate::common::tree::xattrs;
 use crate::common::{assert_mentions, Store};
 
+thread_local! {
+    /// Whether [`Env`]s made on this thread apply with `--confined-apply`.
+    static CONFINED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes the [`Env`]s this thread creates from now on apply through the confined helper.
+pub fn use_confined_apply() {
+    CONFINED.with(|c| c.set(true));
+}
+
 /// The target layer's id.
 pub const TARGET: &str = "t";
 
@@ -194,6 +204,8 @@ pub struct Env {
     /// A file name no one else uses, for `../` escapes.
     pub unique: String,
     created: Cell<bool>,
+    /// Apply with `--confined-apply`.
+    confined: bool,
 }
 
 fn set_times(p: &Path, atime: i64, mtime: i64) {
@@ -274,6 +286,7 @@ impl Env {
             marker,
             unique,
             created: Cell::new(false),
+            confined: CONFINED.with(Cell::get),
         })
     }
 
@@ -394,8 +407,11 @@ impl Env {
     fn run(&self, args: &[&str], tar: &[u8]) -> crate::common::Out {
         self.ensure_target();
         let mut all = vec!["apply-diff", TARGET];
+        if self.confined {
+            all.push("--confined-apply");
+        }
         all.extend_from_slice(args);
-        self.s.run_stdin(all, tar)
+        crate::common::run_command(self.s.command(all), Some(tar))
     }
 
     /// Applies `tar`; it must succeed, `check` runs on the merged view, and the oracle holds.

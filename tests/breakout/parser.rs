@@ -28,7 +28,7 @@ fn smuggled(env: &Env) -> Vec<u8> {
     r.0
 }
 
-fn pax_size_wins_when_ustar_says_zero(backend: &str) {
+pub(crate) fn pax_size_wins_when_ustar_says_zero(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     // TARmageddon: the payload is a whole archive; a reader advancing by the ustar size
     // would apply it.
@@ -84,7 +84,7 @@ fn truncated_mid_header_is_refused(backend: &str) {
     env.apply_err(&r.0[..cut], None, rule::FORMAT);
 }
 
-fn truncated_mid_data_is_refused(backend: &str) {
+pub(crate) fn truncated_mid_data_is_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     let mut r = Raw::new();
     r.file(b"first", b"1");

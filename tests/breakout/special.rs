@@ -74,7 +74,7 @@ fn negative_device_numbers_are_refused(backend: &str) {
     );
 }
 
-fn whiteout_device_in_a_tar_is_refused(backend: &str) {
+pub(crate) fn whiteout_device_in_a_tar_is_refused(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     env.lower(Raw::new().file(b"secret", b"lower").finish());
     // A raw overlay whiteout would silently delete "secret" from the merged view.
@@ -82,7 +82,7 @@ fn whiteout_device_in_a_tar_is_refused(backend: &str) {
     env.apply_err(&tar, Some("secret"), rule::DEVICE);
 }
 
-fn user_xattrs_on_special_files_are_dropped(backend: &str) {
+pub(crate) fn user_xattrs_on_special_files_are_dropped(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     let mut r = Raw::new();
     let x: &[(&str, &[u8])] = &[("user.tag", b"1")];

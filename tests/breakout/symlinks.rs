@@ -22,7 +22,7 @@ crate::backend_tests!(
     overlong_component_fails_naming_the_entry,
 );
 
-fn write_through_symlink_to_slash_stays_in_root(backend: &str) {
+pub(crate) fn write_through_symlink_to_slash_stays_in_root(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     let name = format!("evil/{}/hello", env.v_rel());
     let tar = Raw::new()
@@ -83,7 +83,7 @@ fn write_through_absolute_symlink_to_the_victim_stays_in_root(backend: &str) {
     });
 }
 
-fn two_hop_symlink_chain_stays_in_root(backend: &str) {
+pub(crate) fn two_hop_symlink_chain_stays_in_root(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     // Each link looks harmless alone; together they reach ../../root-victim.
     let tar = Raw::new()
@@ -136,7 +136,7 @@ fn file_replaces_symlink_to_a_host_file(backend: &str) {
     });
 }
 
-fn directory_replaces_symlink_to_a_host_directory(backend: &str) {
+pub(crate) fn directory_replaces_symlink_to_a_host_directory(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     // RUSTSEC-2026-0067: the directory entry must not chmod the link's target.
     let mut h = Hdr::new(b"evil", DIR);

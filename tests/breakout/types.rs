@@ -30,7 +30,7 @@ fn file_then_directory_of_the_same_name(backend: &str) {
     });
 }
 
-fn directory_with_subdirectories_then_file_of_the_same_name(backend: &str) {
+pub(crate) fn directory_with_subdirectories_then_file_of_the_same_name(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     env.lower(Raw::new().dir(b"low").dir(b"low/sub").finish());
     let tar = Raw::new()

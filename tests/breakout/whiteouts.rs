@@ -100,7 +100,7 @@ fn opaque_keeps_what_this_layer_wrote_before_it(backend: &str) {
     });
 }
 
-fn opaque_at_the_root_hides_every_lower_entry(backend: &str) {
+pub(crate) fn opaque_at_the_root_hides_every_lower_entry(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     env.lowers(&[
         Raw::new()
