@@ -195,4 +195,32 @@ fn names_recreated_after_a_root_opaque_do_not_merge_with_lowers(backend: &str) {
         assert_eq!(names(root, "c"), ["new"]);
         assert_eq!(names(root, "keep"), ["mine"]);
     });
+    // A sibling never served writable re-exports the tar byte for byte.
+    env.s.create("t2", Some("lower0"));
+    env.s.apply_diff("t2", None, &tar);
+    assert!(
+        env.s.diff("t2", None) == tar,
+        "diff reproduces the applied tar"
+    );
+    use crate::common::ChangeKind::{Add, Delete, Modify};
+    let expected: Vec<(String, crate::common::ChangeKind)> = [
+        ("/a", Modify),
+        ("/b", Modify),
+        ("/b/new", Add),
+        ("/b/old", Delete),
+        ("/c", Modify),
+        ("/c/new", Add),
+        ("/c/old", Delete),
+        ("/keep", Modify),
+        ("/keep/mine", Add),
+        ("/keep/old", Delete),
+    ]
+    .into_iter()
+    .map(|(p, k)| (p.to_string(), k))
+    .collect();
+    assert_eq!(
+        env.s.changes(TARGET, None),
+        expected,
+        "changes of the layer"
+    );
 }
