@@ -16,6 +16,7 @@ crate::backend_tests!(
     directory_replaces_lower_symlink_to_the_victim,
     file_replaces_lower_symlink_to_a_host_file,
     lower_symlink_into_the_store_does_not_reach_other_layers,
+    write_through_lower_alias_of_a_whited_out_directory,
 );
 
 /// A parent layer with the usual suspects.
@@ -181,5 +182,19 @@ fn lower_symlink_into_the_store_does_not_reach_other_layers(backend: &str) {
         dir(root, &format!("{rel}/lower0"));
         absent(root, &format!("{rel}/lower0/diff"));
         absent(root, &format!("{rel}/lower0/fs"));
+    });
+}
+
+fn write_through_lower_alias_of_a_whited_out_directory(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lowers(&[
+        Raw::new().file(b"real/x", b"x").finish(),
+        Raw::new().file(b".wh.real", b"").symlink(b"alias", b"real").finish(),
+    ]);
+    let tar = Raw::new().file(b"alias/y", b"y").finish();
+    env.apply_ok(&tar, |root| {
+        // The deleted directory comes back holding only the new entry.
+        assert_eq!(names(root, "real"), ["y"]);
+        symlink(root, "alias", "real");
     });
 }
