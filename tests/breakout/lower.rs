@@ -189,7 +189,10 @@ fn write_through_lower_alias_of_a_whited_out_directory(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     env.lowers(&[
         Raw::new().file(b"real/x", b"x").finish(),
-        Raw::new().file(b".wh.real", b"").symlink(b"alias", b"real").finish(),
+        Raw::new()
+            .file(b".wh.real", b"")
+            .symlink(b"alias", b"real")
+            .finish(),
     ]);
     let tar = Raw::new().file(b"alias/y", b"y").finish();
     env.apply_ok(&tar, |root| {

@@ -16,6 +16,7 @@ crate::backend_tests!(
     aufs_metadata_entries_are_skipped,
     whiteout_deletes_a_lower_symlink_not_its_target,
     names_recreated_after_a_root_opaque_do_not_merge_with_lowers,
+    entries_beneath_whiteout_names_are_refused,
 );
 
 fn malformed_whiteout_names_are_refused(backend: &str) {
@@ -138,6 +139,7 @@ fn aufs_metadata_entries_are_skipped(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
     let tar = Raw::new()
         .dir(b".wh..wh.plnk")
+        .file(b".wh..wh.plnk/1234.5", b"aufs hard-link payload")
         .file(b".wh..wh.aufs", b"")
         .file(b"d/.wh..wh.orph", b"")
         .file(b"f", b"f")
@@ -148,6 +150,28 @@ fn aufs_metadata_entries_are_skipped(backend: &str) {
         absent(root, "d/.wh..wh.orph");
         file(root, "f", b"f");
     });
+    // Skipped payloads are still part of the exact re-export.
+    env.s.create("t2", None);
+    env.s.apply_diff("t2", None, &tar);
+    assert!(
+        env.s.diff("t2", None) == tar,
+        "diff reproduces the applied tar"
+    );
+}
+
+fn entries_beneath_whiteout_names_are_refused(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(Raw::new().file(b"d/x", b"x").finish());
+    for name in [".wh.d/y", "d/.wh.x/y", "d/.wh..wh..opq/y", "a/.wh.b/c/d"] {
+        let tar = Raw::new()
+            .file(b"before", b"b")
+            .file(name.as_bytes(), b"y")
+            .finish();
+        let err = env.apply_err(&tar, Some(name), rule::WHITEOUT);
+        crate::common::assert_mentions(&err, "cannot be a parent", "whiteout as a parent");
+    }
+    let tar = Raw::new().dir(b"d/.wh.x/sub").finish();
+    env.apply_err(&tar, Some("d/.wh.x/sub"), rule::WHITEOUT);
 }
 
 fn whiteout_deletes_a_lower_symlink_not_its_target(backend: &str) {

@@ -27,8 +27,10 @@
 //! 5. Whiteouts: `.wh.NAME` deletes NAME, `.wh..wh..opq` makes its directory opaque (entries
 //!    this layer already wrote there are kept — a kept directory loses what this layer did not
 //!    write in it, as with Docker), other `.wh..wh.*` names (AUFS bookkeeping) are
-//!    skipped. `.wh.`, `.wh..` and `.wh...` are rejected, and so is a whiteout that carries
-//!    data. Whiteouts act through in-root parents like any other entry.
+//!    skipped, and so is everything beneath a top-level `.wh..wh.*` directory (as Docker
+//!    does). `.wh.`, `.wh..` and `.wh...` are rejected, and so is a whiteout that carries
+//!    data or any other entry beneath a `.wh.*` name (a whiteout is never a directory).
+//!    Whiteouts act through in-root parents like any other entry.
 //! 6. An existing path is replaced by a new entry unless both are directories, in which case
 //!    the new metadata is applied to the existing directory, which ends with exactly the
 //!    entry's extended attributes.
@@ -344,6 +346,19 @@ impl Applier {
         let Some((&last, parent)) = comps.split_last() else {
             return self.root_entry(h);
         };
+        if parent.iter().any(|c| c.starts_with(b".wh.")) {
+            if parent[0].starts_with(b".wh..wh.") {
+                debug!(entry = %String::from_utf8_lossy(&h.name), "skipping AUFS metadata");
+                return Ok(());
+            }
+            // It would be written as a directory whose name a re-export turns into a
+            // whiteout.
+            return Err(fail(
+                h,
+                Rule::Whiteout,
+                "a whiteout name cannot be a parent directory",
+            ));
+        }
         if let Some(target) = last.strip_prefix(b".wh.") {
             return self.whiteout(h, parent, target);
         }
