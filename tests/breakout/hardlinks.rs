@@ -17,6 +17,7 @@ crate::backend_tests!(
     hardlink_to_a_whited_out_lower_file_is_refused,
     hardlink_to_a_lower_file_through_a_lower_alias,
     hardlink_replacing_its_own_parent_fails_cleanly,
+    hardlink_to_an_in_root_symlink_named_like_a_host_path,
 );
 
 fn hardlink_to_dotdot_victim_is_refused(backend: &str) {
@@ -173,4 +174,23 @@ fn hardlink_replacing_its_own_parent_fails_cleanly(backend: &str) {
         .hardlink(b"d", b"d/f")
         .finish();
     env.apply_err(&tar, Some("d"), "");
+}
+
+fn hardlink_to_an_in_root_symlink_named_like_a_host_path(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    // containerd CVE-2021-32760: the absolute target resolves in-root to a symlink that
+    // points at the host file; the link's mode must not be applied through it.
+    let hello = format!("{}/hello", env.v());
+    let mut h = Hdr::new(b"h", LNK);
+    h.link = hello.as_bytes().to_vec();
+    h.mode = 0o777;
+    h.uid = 3;
+    let tar = Raw::new()
+        .symlink(hello.as_bytes(), hello.as_bytes())
+        .entry(&h, b"")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        symlink(root, "h", &hello);
+        symlink(root, hello.trim_start_matches('/'), &hello);
+    });
 }
