@@ -23,6 +23,8 @@ mod lower;
 mod names;
 #[path = "breakout/parser.rs"]
 mod parser;
+#[path = "breakout/selftest.rs"]
+mod selftest;
 #[path = "breakout/special.rs"]
 mod special;
 #[path = "breakout/symlinks.rs"]

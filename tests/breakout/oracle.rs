@@ -185,7 +185,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Everything that must not change: victim trees, other layers, names beside the store.
 #[derive(Debug, PartialEq, Eq)]
-struct Outside {
+pub(crate) struct Outside {
     victim: BTreeMap<PathBuf, Node>,
     tmp: BTreeMap<PathBuf, Node>,
     layers: BTreeMap<PathBuf, Node>,
@@ -336,7 +336,8 @@ impl Env {
         self.s.layers_dir().join(TARGET)
     }
 
-    fn outside(&self) -> Outside {
+    /// Snapshot of everything an apply must not change.
+    pub(crate) fn outside(&self) -> Outside {
         let mut layers = BTreeMap::new();
         for id in self.s.layer_dir_names() {
             if id != TARGET {
@@ -359,7 +360,8 @@ impl Env {
         }
     }
 
-    fn assert_outside(&self, before: &Outside, what: &str) {
+    /// Panics if anything [`Env::outside`] covers changed since `before`.
+    pub(crate) fn assert_outside(&self, before: &Outside, what: &str) {
         let after = self.outside();
         assert_same(
             &before.victim,
@@ -394,7 +396,7 @@ impl Env {
     }
 
     /// Asserts no regular file under `dir` holds the victim's marker.
-    fn assert_no_marker(&self, dir: &Path, what: &str) {
+    pub(crate) fn assert_no_marker(&self, dir: &Path, what: &str) {
         for (p, _) in snap(dir, false) {
             let full = dir.join(&p);
             let md = fs::symlink_metadata(&full).unwrap();
