@@ -15,6 +15,8 @@ crate::backend_tests!(
     file_over_a_lower_directory_then_directory_hides_lower_content,
     opaque_after_a_removed_directory_is_still_exact,
     the_last_of_repeated_entries_wins,
+    default_acl_set_on_an_existing_directory_does_not_mask_later_modes,
+    setgid_set_on_an_existing_directory_does_not_regroup_later_entries,
 );
 
 fn file_then_directory_of_the_same_name(backend: &str) {
@@ -191,5 +193,72 @@ fn the_last_of_repeated_entries_wins(backend: &str) {
         file(root, "x", b"second");
         file(root, "y", b"file now");
         symlink(root, "z", "x");
+    });
+}
+
+/// A POSIX ACL xattr value (version 2): (tag, perm) entries, ids unused.
+fn acl(entries: &[(u16, u16)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    v
+}
+
+fn default_acl_set_on_an_existing_directory_does_not_mask_later_modes(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(Raw::new().dir(b"d").finish());
+    // user rwx, group r-x, mask r--, other r--: a new file would come out 0744.
+    let value = acl(&[(0x01, 7), (0x04, 5), (0x10, 4), (0x20, 4)]);
+    let mut tar = Raw::new();
+    tar.file(b"d/early", b"e");
+    tar.0
+        .extend_from_slice(&dir_with_xattrs(b"d", &[("system.posix_acl_default", &value)]).0);
+    let mut f = Hdr::new(b"d/f", REG);
+    f.mode = 0o755;
+    f.size = 1;
+    tar.entry(&f, b"f");
+    env.apply_ok(&tar.finish(), |root| {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::symlink_metadata(root.join("d/f")).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o755, "the entry's mode, not the ACL's");
+    });
+}
+
+fn setgid_set_on_an_existing_directory_does_not_regroup_later_entries(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(Raw::new().dir(b"d").finish());
+    let mut d = Hdr::new(b"d", DIR);
+    d.mode = 0o2775;
+    d.gid = 50;
+    let mut root = Hdr::new(b"./", DIR);
+    root.mode = 0o2755;
+    root.gid = 60;
+    let tar = Raw::new()
+        .file(b"d/early", b"e")
+        .entry(&d, b"")
+        .file(b"d/f", b"f")
+        .dir(b"d/sub")
+        .entry(&root, b"")
+        .file(b"top", b"t")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        use std::os::unix::fs::MetadataExt;
+        let md = |rel: &str| std::fs::symlink_metadata(root.join(rel)).unwrap();
+        assert_eq!(md("d").gid(), 50);
+        assert_eq!(md("d/f").gid(), 0, "the entry's group, not the directory's");
+        assert_eq!(
+            md("d/sub").gid(),
+            0,
+            "the entry's group, not the directory's"
+        );
+        assert_eq!(
+            md("d/sub").mode() & 0o7777,
+            0o755,
+            "the entry's mode, no inherited setgid"
+        );
+        assert_eq!(md("top").gid(), 0, "the entry's group, not the root's");
     });
 }

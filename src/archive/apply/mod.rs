@@ -53,6 +53,7 @@
 //! the naive apply would give.
 
 mod creds;
+mod dirmeta;
 mod links;
 pub mod tree;
 mod whiteout;
@@ -435,8 +436,12 @@ impl Applier {
         }
         let meta = entry_meta(h)?;
         let root = self.tree.root().fd.clone();
-        fsmeta::set_fd(root.as_fd(), &meta)
-            .map_err(|e| sys(h, "setting metadata of the layer root", e))?;
+        let st = rustix::fs::fstat(&*root).map_err(|e| sys(h, "inspecting the layer root", e))?;
+        if self.update_dir(h, root.as_fd(), &st, &meta)? {
+            self.tree
+                .refresh_root()
+                .map_err(|e| sys(h, "inspecting the layer root", e))?;
+        }
         self.dir_times.push((Vec::new(), meta));
         Ok(())
     }
@@ -654,37 +659,20 @@ impl Applier {
             Mode::empty(),
         )
         .map_err(|e| sys(h, "opening the directory", e))?;
-        if matches!(&existing, Some(st) if is_dir(st)) {
-            self.drop_stale_xattrs(h, fd.as_fd(), meta)?;
+        match &existing {
+            Some(st) if is_dir(st) => {
+                if self.update_dir(h, fd.as_fd(), st, meta)? {
+                    self.tree.forget_dir((st.st_dev, st.st_ino), dir.key, name);
+                }
+            }
+            _ => fsmeta::set_fd(fd.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?,
         }
-        fsmeta::set_fd(fd.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?;
         if opaque {
             fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(|e| sys(h, "marking the directory opaque", e))?;
             self.invalidate();
         }
         self.dir_times.push((name::join(comps), meta.clone()));
-        Ok(())
-    }
-
-    /// A directory entry over an existing directory ends with exactly the entry's xattrs:
-    /// removes the others (overlay's own and `security.selinux` aside, which entries never
-    /// set).
-    fn drop_stale_xattrs(&self, h: &Header, fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), Error> {
-        let existing =
-            fsmeta::read_fd(fd).map_err(|e| sys(h, "reading the directory's xattrs", e))?;
-        for (k, _) in existing {
-            if k.starts_with(b"trusted.overlay.")
-                || k.as_slice() == b"security.selinux"
-                || meta.xattrs.iter().any(|(m, _)| *m == k)
-            {
-                continue;
-            }
-            match rustix::fs::fremovexattr(fd, os(&k)) {
-                Ok(()) | Err(Errno::NODATA) => {}
-                Err(e) => return Err(sys(h, "removing an xattr the entry does not have", e)),
-            }
-        }
         Ok(())
     }
 
