@@ -32,8 +32,8 @@
 //!    data or any other entry beneath a `.wh.*` name (a whiteout is never a directory).
 //!    Whiteouts act through in-root parents like any other entry.
 //! 6. An existing path is replaced by a new entry unless both are directories, in which case
-//!    the new metadata is applied to the existing directory, which ends with exactly the
-//!    entry's extended attributes.
+//!    the new metadata is applied to the existing directory (or the root), which ends with
+//!    exactly the entry's extended attributes.
 //! 7. Extended attributes: `trusted.overlay.*` and `user.overlay.*` are rejected (they would
 //!    forge overlayfs state); `security.selinux` is dropped (the mount label decides it);
 //!    `user.*` on fifos and devices, which the kernel refuses, are dropped (as Docker does).
