@@ -18,6 +18,7 @@ crate::backend_tests!(
     huge_sparse_declared_size_is_refused,
     digest_mismatch_is_refused,
     missing_end_marker_is_refused,
+    malformed_pax_records_are_refused,
 );
 
 /// A header block plus payload for a smuggled entry.
@@ -201,4 +202,22 @@ fn missing_end_marker_is_refused(backend: &str) {
     // One zero block then the end of the stream is accepted as the marker (as Go does).
     r.0.extend_from_slice(&[0u8; 512]);
     env.apply_ok(&r.0, |root| file(root, "b", &[2u8; 600]));
+}
+
+fn malformed_pax_records_are_refused(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    for records in [
+        b"12 size=-10\n".to_vec(),   // negative size
+        b"13 size=1e30\n".to_vec(),  // size not a number
+        b"99 path=x\n".to_vec(),     // length beyond the record
+        b"5 path=abcdef\n".to_vec(), // length too short
+        b"11 pathxyz\n".to_vec(),    // no equals sign
+    ] {
+        let mut r = Raw::new();
+        let mut h = Hdr::new(b"PaxHeader", b'x');
+        h.size = records.len() as u64;
+        r.entry(&h, &records);
+        r.file(b"victim-of-pax", b"x");
+        env.apply_err(&r.finish(), None, rule::FORMAT);
+    }
 }
