@@ -17,6 +17,7 @@ crate::backend_tests!(
     whiteout_deletes_a_lower_symlink_not_its_target,
     names_recreated_after_a_root_opaque_do_not_merge_with_lowers,
     entries_beneath_whiteout_names_are_refused,
+    opaque_keeps_files_still_being_written,
 );
 
 fn malformed_whiteout_names_are_refused(backend: &str) {
@@ -247,4 +248,34 @@ fn names_recreated_after_a_root_opaque_do_not_merge_with_lowers(backend: &str) {
         expected,
         "changes of the layer"
     );
+}
+
+fn opaque_keeps_files_still_being_written(backend: &str) {
+    let Some(env) = Env::new(backend) else { return };
+    env.lower(
+        Raw::new()
+            .file(b"d/old", b"o")
+            .file(b"d/sub/old", b"o")
+            .finish(),
+    );
+    // Small files in fresh directories go to writer threads; the marker must wait for them
+    // or at least keep them.
+    let mut r = Raw::new();
+    r.dir(b"n");
+    for i in 0..300 {
+        r.file(format!("n/f{i}").as_bytes(), format!("{i}").as_bytes());
+        r.file(format!("d/f{i}").as_bytes(), format!("{i}").as_bytes());
+    }
+    r.file(b"n/.wh..wh..opq", b"").file(b"d/.wh..wh..opq", b"");
+    r.file(b"n/.wh.f7", b"").file(b"d/.wh.f8", b"");
+    env.apply_ok(&r.finish(), |root| {
+        let n = names(root, "n");
+        assert_eq!(n.len(), 299, "n keeps all but f7");
+        assert!(!n.contains(&"f7".to_string()));
+        let d = names(root, "d");
+        assert_eq!(d.len(), 299, "d keeps its new files only: {d:?}");
+        assert!(!d.contains(&"old".to_string()) && !d.contains(&"sub".to_string()));
+        file(root, "n/f299", b"299");
+        file(root, "d/f0", b"0");
+    });
 }
