@@ -25,28 +25,41 @@
 //!    the entry's owner, xattrs, mode and times are applied to it, except that a symlink
 //!    target is never chmod-ed.
 //! 5. Whiteouts: `.wh.NAME` deletes NAME, `.wh..wh..opq` makes its directory opaque (entries
-//!    this layer already wrote there are kept), other `.wh..wh.*` names (AUFS bookkeeping) are
-//!    skipped. `.wh.`, `.wh..` and `.wh...` are rejected, and so is a whiteout that carries
-//!    data. Whiteouts act through in-root parents like any other entry.
+//!    this layer already wrote there are kept — a kept directory loses what this layer did not
+//!    write in it, as with Docker), other `.wh..wh.*` names (AUFS bookkeeping) are
+//!    skipped, and so is everything beneath a top-level `.wh..wh.*` directory (as Docker
+//!    does). `.wh.`, `.wh..` and `.wh...` are rejected, and so is a whiteout that carries
+//!    data or any other entry beneath a `.wh.*` name (a whiteout is never a directory).
+//!    Whiteouts act through in-root parents like any other entry.
 //! 6. An existing path is replaced by a new entry unless both are directories, in which case
-//!    the new metadata is applied to the existing directory.
+//!    the new metadata is applied to the existing directory (or the root), which ends with
+//!    exactly the entry's extended attributes.
 //! 7. Extended attributes: `trusted.overlay.*` and `user.overlay.*` are rejected (they would
-//!    forge overlayfs state); `security.selinux` is dropped (the mount label decides it).
+//!    forge overlayfs state); `security.selinux` is dropped (the mount label decides it);
+//!    `user.*` on fifos and devices, which the kernel refuses, are dropped (as Docker does).
 //! 8. Devices: major < 4096 and minor < 2^20 (the kernel's limits); a character device 0:0 is
 //!    an overlay whiteout in disguise and is rejected.
 //! 9. A path component that exists and is not a directory (nor a symlink to one) cannot be a
 //!    parent: the entry is rejected rather than the file silently replaced.
+//! 10. Limits: `max_bytes` bounds the uncompressed stream and also the sum of the entries'
+//!     sizes (a sparse file counts at its real size, so a tiny stream cannot declare a
+//!     giant file); `max_entries` bounds the entry count.
 //!
 //! In overlay format (an apply straight into an overlay `diff/`), deletions become `0:0`
 //! character devices (only where a lower layer has something to hide), opaque directories get
-//! `trusted.overlay.opaque=y`, and a directory that replaces a non-directory over a lower
-//! directory is made opaque, so that the merged view equals what the naive apply would give.
+//! `trusted.overlay.opaque=y` (at the layer root, which the kernel never treats as opaque,
+//! every name the lowers show gets a whiteout instead), and a directory that replaces a
+//! non-directory over a lower directory is made opaque, so that the merged view equals what
+//! the naive apply would give.
 
 mod creds;
+mod dirmeta;
+mod links;
 pub mod tree;
+mod whiteout;
 mod writers;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -54,14 +67,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use rustix::fs::{
-    fsetxattr, linkat, mknodat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode,
-    OFlags, XattrFlags,
+    fsetxattr, mknodat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode, OFlags,
+    XattrFlags,
 };
 use rustix::io::Errno;
 use tracing::debug;
 
 use self::creds::Creds;
-use self::tree::{is_whiteout, lower_lookup, Dir, Key, Lower, Tree, OPAQUE_XATTR};
+use self::tree::{lower_lookup, Dir, Key, Lower, Tree, OPAQUE_XATTR};
 use self::writers::{Job, Pool};
 use super::fsmeta::{self, Meta};
 use super::name;
@@ -193,7 +206,7 @@ fn apply_entries(
     tree.set_root_fresh(empty);
     let mut a = Applier {
         tree,
-        unpacked: HashSet::new(),
+        unpacked: HashMap::new(),
         occupied: HashSet::new(),
         dir_times: Vec::new(),
         buf: vec![0u8; 256 * 1024],
@@ -209,7 +222,20 @@ fn apply_entries(
             r.meta(&tr.take_meta())?;
         }
         a.stats.entries += 1;
-        a.stats.size += h.sparse.as_ref().map_or(h.size, |s| s.real_size);
+        a.stats.size = a
+            .stats
+            .size
+            .saturating_add(h.sparse.as_ref().map_or(h.size, |s| s.real_size));
+        if a.stats.size > opts.limits.max_bytes {
+            return Err(fail(
+                &h,
+                Rule::Limit,
+                format!(
+                    "the entries' sizes add up to more than {} bytes",
+                    opts.limits.max_bytes
+                ),
+            ));
+        }
         a.entry(&h, &mut tr)?;
     }
     a.finish()?;
@@ -238,8 +264,10 @@ fn apply_entries(
 
 struct Applier {
     tree: Tree,
-    /// (directory, name) pairs written by this layer: kept by opaque markers.
-    unpacked: HashSet<((u64, u64), Vec<u8>)>,
+    /// Names written by this layer, by directory: kept by opaque markers. A removed
+    /// directory's entries are dropped with it, so a directory that reuses its inode starts
+    /// with none.
+    unpacked: HashMap<(u64, u64), HashSet<Vec<u8>>>,
     /// Directories whose times are set at the end, as cleaned paths.
     dir_times: Vec<(Vec<u8>, Meta)>,
     buf: Vec<u8>,
@@ -256,6 +284,10 @@ struct Applier {
 
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
+}
+
+fn has_user(meta: &Meta) -> bool {
+    meta.xattrs.iter().any(|(k, _)| k.starts_with(b"user."))
 }
 
 fn fail(h: &Header, rule: Rule, detail: impl Into<String>) -> Error {
@@ -315,6 +347,19 @@ impl Applier {
         let Some((&last, parent)) = comps.split_last() else {
             return self.root_entry(h);
         };
+        if parent.iter().any(|c| c.starts_with(b".wh.")) {
+            if parent[0].starts_with(b".wh..wh.") {
+                debug!(entry = %String::from_utf8_lossy(&h.name), "skipping AUFS metadata");
+                return Ok(());
+            }
+            // It would be written as a directory whose name a re-export turns into a
+            // whiteout.
+            return Err(fail(
+                h,
+                Rule::Whiteout,
+                "a whiteout name cannot be a parent directory",
+            ));
+        }
         if let Some(target) = last.strip_prefix(b".wh.") {
             return self.whiteout(h, parent, target);
         }
@@ -328,7 +373,10 @@ impl Applier {
             Kind::Hardlink => self.hardlink(h, &dir, last, &meta)?,
             Kind::Char | Kind::Block | Kind::Fifo => self.node(h, &dir, last, &meta)?,
         }
-        self.unpacked.insert((dir.key, last.to_vec()));
+        self.unpacked
+            .entry(dir.key)
+            .or_default()
+            .insert(last.to_vec());
         self.occupied.insert((dir.key, last.to_vec()));
         Ok(())
     }
@@ -388,8 +436,12 @@ impl Applier {
         }
         let meta = entry_meta(h)?;
         let root = self.tree.root().fd.clone();
-        fsmeta::set_fd(root.as_fd(), &meta)
-            .map_err(|e| sys(h, "setting metadata of the layer root", e))?;
+        let st = rustix::fs::fstat(&*root).map_err(|e| sys(h, "inspecting the layer root", e))?;
+        if self.update_dir(h, root.as_fd(), &st, &meta)? {
+            self.tree
+                .refresh_root()
+                .map_err(|e| sys(h, "inspecting the layer root", e))?;
+        }
         self.dir_times.push((Vec::new(), meta));
         Ok(())
     }
@@ -421,12 +473,57 @@ impl Applier {
             }
         }
         if is_dir {
+            self.forget_tree(h, dir, name)?;
             fsutil::remove_tree_at(dir.fd.as_fd(), os(name))
                 .map_err(|e| sys(h, "removing the existing directory", e))?;
             self.invalidate();
         } else {
             unlinkat(dir.fd.as_fd(), os(name), AtFlags::empty())
                 .map_err(|e| sys(h, "removing the existing entry", e))?;
+        }
+        Ok(())
+    }
+
+    /// Drops what [`Applier::unpacked`] knows about the directory `dir/name` and the
+    /// directories below it, which are about to be removed: their inodes may be reused.
+    fn forget_tree(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<(), Error> {
+        if self.unpacked.is_empty() {
+            return Ok(());
+        }
+        // Depth first, holding open only the directories whose subdirectories are pending.
+        let mut todo: Vec<(std::rc::Rc<OwnedFd>, Vec<u8>)> = vec![(
+            std::rc::Rc::new(
+                dir.fd
+                    .try_clone()
+                    .map_err(|e| sys(h, "duplicating a directory fd", e))?,
+            ),
+            name.to_vec(),
+        )];
+        while let Some((parent, n)) = todo.pop() {
+            let fd = match fsutil::open_dir_at(parent.as_fd(), os(&n)) {
+                Ok(fd) => std::rc::Rc::new(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(sys(h, "opening a removed directory", e)),
+            };
+            let st =
+                rustix::fs::fstat(&*fd).map_err(|e| sys(h, "inspecting a removed directory", e))?;
+            self.unpacked.remove(&(st.st_dev, st.st_ino));
+            let listing = openat(
+                &*fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| sys(h, "listing a removed directory", e))?;
+            for entry in rustix::fs::Dir::read_from(&listing)
+                .map_err(|e| sys(h, "listing a removed directory", e))?
+            {
+                let entry = entry.map_err(|e| sys(h, "listing a removed directory", e))?;
+                let c = entry.file_name().to_bytes();
+                if c != b"." && c != b".." && entry.file_type() == FileType::Directory {
+                    todo.push((fd.clone(), c.to_vec()));
+                }
+            }
         }
         Ok(())
     }
@@ -562,7 +659,14 @@ impl Applier {
             Mode::empty(),
         )
         .map_err(|e| sys(h, "opening the directory", e))?;
-        fsmeta::set_fd(fd.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?;
+        match &existing {
+            Some(st) if is_dir(st) => {
+                if self.update_dir(h, fd.as_fd(), st, meta)? {
+                    self.tree.forget_dir((st.st_dev, st.st_ino), dir.key, name);
+                }
+            }
+            _ => fsmeta::set_fd(fd.as_fd(), meta).map_err(|e| sys(h, "setting metadata", e))?,
+        }
         if opaque {
             fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(|e| sys(h, "marking the directory opaque", e))?;
@@ -701,157 +805,33 @@ impl Applier {
                 fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, true)
                     .map_err(|e| sys(h, "setting metadata", e))?;
             }
+            Err(e) if !symlink && e.raw_os_error() == Some(libc::EPERM) && has_user(meta) => {
+                // The kernel refuses user.* xattrs on fifos and devices; Docker ignores that.
+                let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| sys(h, "inspecting the entry", e))?;
+                if matches!(
+                    FileType::from_raw_mode(st.st_mode),
+                    FileType::RegularFile | FileType::Directory
+                ) {
+                    return Err(sys(h, "setting metadata", e));
+                }
+                debug!(entry = %String::from_utf8_lossy(&h.name), "dropping user xattrs a special file cannot carry");
+                let bare = Meta {
+                    xattrs: meta
+                        .xattrs
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with(b"user."))
+                        .cloned()
+                        .collect(),
+                    ..meta.clone()
+                };
+                fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, false)
+                    .map_err(|e| sys(h, "setting metadata", e))?;
+            }
             Err(e) => return Err(sys(h, "setting metadata", e)),
         }
         fsmeta::set_times_at(dir.fd.as_fd(), os(name), meta.atime, meta.mtime)
             .map_err(|e| sys(h, "setting times", e))
-    }
-
-    fn hardlink(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
-        let target = name::clean(&h.link).map_err(|e| {
-            fail(
-                h,
-                e.rule().unwrap_or(Rule::Hardlink),
-                format!("target {:?}: {}", String::from_utf8_lossy(&h.link), e),
-            )
-        })?;
-        let Some((&tname, tparent)) = target.split_last() else {
-            return Err(fail(h, Rule::Hardlink, "the target is the layer root"));
-        };
-        let missing = || {
-            fail(
-                h,
-                Rule::Hardlink,
-                format!(
-                    "target {:?} does not exist",
-                    String::from_utf8_lossy(&h.link)
-                ),
-            )
-        };
-        let tdir = self.resolve_dir(h, tparent, false)?.ok_or_else(missing)?;
-        self.occupied.extend(self.tree.take_made());
-        self.wait_for(tdir.key, tname)?;
-        match statat(tdir.fd.as_fd(), os(tname), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                return Err(fail(h, Rule::Hardlink, "the target is a directory"));
-            }
-            Ok(st) if self.tree.is_overlay() && is_whiteout(&st) => return Err(missing()),
-            Ok(_) => {}
-            Err(Errno::NOENT) => match self.lower(h, &tdir, tname)? {
-                Lower::Other(ldir, st) => {
-                    self.copy_up(h, &ldir, &st, &tdir, tname)?;
-                    self.occupied.insert((tdir.key, tname.to_vec()));
-                }
-                _ => return Err(missing()),
-            },
-            Err(e) => return Err(sys(h, "inspecting the link target", e)),
-        }
-        if tdir.key == dir.key && tname == name {
-            return Err(fail(h, Rule::Hardlink, "the entry links to itself"));
-        }
-        self.remove_existing(h, dir, name)?;
-        linkat(
-            tdir.fd.as_fd(),
-            os(tname),
-            dir.fd.as_fd(),
-            os(name),
-            AtFlags::empty(),
-        )
-        .map_err(|e| sys(h, "creating the hard link", e))?;
-        let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| sys(h, "inspecting the hard link", e))?;
-        let symlink = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
-        self.set_at(h, dir, name, meta, symlink, fsmeta::Needs::ALL)
-    }
-
-    /// Copies a lower layer's non-directory into the writable tree (for hard links to it).
-    fn copy_up(
-        &mut self,
-        h: &Header,
-        ldir: &OwnedFd,
-        st: &rustix::fs::Stat,
-        dir: &Dir,
-        name: &[u8],
-    ) -> Result<(), Error> {
-        let ft = FileType::from_raw_mode(st.st_mode);
-        let times = (
-            fsmeta::Time {
-                sec: st.st_atime,
-                nsec: st.st_atime_nsec as u32,
-            },
-            fsmeta::Time {
-                sec: st.st_mtime,
-                nsec: st.st_mtime_nsec as u32,
-            },
-        );
-        let xattrs = fsmeta::read_at(ldir.as_fd(), os(name))
-            .map_err(|e| sys(h, "reading the lower target's xattrs", e))?;
-        let meta = Meta {
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mode: st.st_mode & 0o7777,
-            atime: times.0,
-            mtime: times.1,
-            xattrs: xattrs
-                .into_iter()
-                .filter(|(k, _)| !k.starts_with(b"trusted.overlay."))
-                .collect(),
-        };
-        match ft {
-            FileType::RegularFile => {
-                let src = openat(
-                    ldir.as_fd(),
-                    os(name),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| sys(h, "opening the lower target", e))?;
-                let dst = openat(
-                    dir.fd.as_fd(),
-                    os(name),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| sys(h, "copying up the lower target", e))?;
-                let (mut src, mut dst) = (std::fs::File::from(src), std::fs::File::from(dst));
-                std::io::copy(&mut src, &mut dst)
-                    .map_err(|e| sys(h, "copying up the lower target", e))?;
-                fsmeta::set_fd(dst.as_fd(), &meta).map_err(|e| sys(h, "copying up metadata", e))?;
-                fsmeta::set_times_fd(dst.as_fd(), meta.atime, meta.mtime)
-                    .map_err(|e| sys(h, "copying up times", e))?;
-                Ok(())
-            }
-            FileType::Symlink => {
-                let target = rustix::fs::readlinkat(ldir.as_fd(), os(name), Vec::new())
-                    .map_err(|e| sys(h, "reading the lower symlink", e))?;
-                symlinkat(target.as_c_str(), dir.fd.as_fd(), os(name))
-                    .map_err(|e| sys(h, "copying up the lower symlink", e))?;
-                self.set_at(h, dir, name, &meta, true, fsmeta::Needs::ALL)
-            }
-            FileType::Fifo
-            | FileType::CharacterDevice
-            | FileType::BlockDevice
-            | FileType::Socket => {
-                mknodat(
-                    dir.fd.as_fd(),
-                    os(name),
-                    ft,
-                    Mode::from_raw_mode(0o600),
-                    st.st_rdev,
-                )
-                .map_err(|e| sys(h, "copying up the lower node", e))?;
-                self.set_at(h, dir, name, &meta, false, fsmeta::Needs::ALL)
-            }
-            _ => Err(fail(
-                h,
-                Rule::Hardlink,
-                "the lower target has an unknown type",
-            )),
-        }
     }
 
     fn node(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
@@ -893,106 +873,6 @@ impl Applier {
         })?;
         let needs = self.needs(dir, meta, false);
         self.set_at(h, dir, name, meta, false, needs)
-    }
-
-    fn whiteout(&mut self, h: &Header, parent: &[&[u8]], target: &[u8]) -> Result<(), Error> {
-        if h.size != 0 {
-            return Err(fail(h, Rule::Whiteout, "a whiteout must not carry data"));
-        }
-        if target == b".wh..opq" {
-            return self.opaque(h, parent);
-        }
-        if target.starts_with(b".wh.") {
-            debug!(entry = %String::from_utf8_lossy(&h.name), "skipping AUFS metadata");
-            return Ok(());
-        }
-        if matches!(target, b"" | b"." | b"..") {
-            return Err(fail(
-                h,
-                Rule::Whiteout,
-                "whiteout of an empty, '.' or '..' name",
-            ));
-        }
-        let dir = self.resolve(h, parent)?;
-        if self.remove_existing(h, &dir, target)? {
-            self.invalidate();
-        }
-        if self.tree.is_overlay() && !matches!(self.lower(h, &dir, target)?, Lower::Absent) {
-            mknodat(
-                dir.fd.as_fd(),
-                os(target),
-                FileType::CharacterDevice,
-                Mode::empty(),
-                0,
-            )
-            .map_err(|e| sys(h, "creating the whiteout device", e))?;
-            self.occupied.insert((dir.key, target.to_vec()));
-            self.invalidate();
-        }
-        Ok(())
-    }
-
-    fn opaque(&mut self, h: &Header, parent: &[&[u8]]) -> Result<(), Error> {
-        let dir = self.resolve(h, parent)?;
-        let fd = openat(
-            dir.fd.as_fd(),
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| sys(h, "opening the opaque directory", e))?;
-        let mut doomed = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&fd)
-            .map_err(|e| sys(h, "listing the opaque directory", e))?
-        {
-            let entry = entry.map_err(|e| sys(h, "listing the opaque directory", e))?;
-            let n = entry.file_name().to_bytes();
-            if n == b"." || n == b".." || self.unpacked.contains(&(dir.key, n.to_vec())) {
-                continue;
-            }
-            doomed.push((n.to_vec(), entry.file_type() == FileType::Directory));
-        }
-        for (n, is_dir) in doomed {
-            self.remove(h, &dir, &n, is_dir)?;
-        }
-        if self.tree.is_overlay() {
-            fsetxattr(fd.as_fd(), OPAQUE_XATTR, b"y", XattrFlags::empty())
-                .map_err(|e| sys(h, "marking the directory opaque", e))?;
-        }
-        self.invalidate();
-        Ok(())
-    }
-
-    /// Applies directory times, deepest last so nothing disturbs them afterwards.
-    fn finish(&mut self) -> Result<(), Error> {
-        self.barrier()?;
-        let dirs = std::mem::take(&mut self.dir_times);
-        for (path, meta) in dirs.iter().rev() {
-            let comps: Vec<&[u8]> = if path.is_empty() {
-                Vec::new()
-            } else {
-                path.split(|b| *b == b'/').collect()
-            };
-            let Some((&last, parent)) = comps.split_last() else {
-                let root = self.tree.root().fd.clone();
-                fsmeta::set_times_fd(root.as_fd(), meta.atime, meta.mtime)
-                    .map_err(|e| Error::io("setting times of the layer root", e))?;
-                continue;
-            };
-            let Some(dir) = self.tree.dir(parent, false, path)? else {
-                continue;
-            };
-            match statat(dir.fd.as_fd(), os(last), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                    fsmeta::set_times_at(dir.fd.as_fd(), os(last), meta.atime, meta.mtime)
-                        .map_err(|e| {
-                            Error::entry(path, Rule::Io, format!("setting directory times: {e}"))
-                        })?;
-                }
-                _ => {} // replaced by a later entry
-            }
-        }
-        Ok(())
     }
 }
 

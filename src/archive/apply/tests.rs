@@ -801,3 +801,6 @@ fn sparse_maps_that_lie_are_rejected() {
     t.file("s", &[1u8; 20]);
     assert_eq!(rule(e.apply(&t.bytes())), Rule::Format);
 }
+
+#[path = "tests_edge.rs"]
+mod edge;

@@ -311,6 +311,23 @@ impl Tree {
         self.fresh.clear();
     }
 
+    /// Forgets what was cached about the directory `key` (also known as `name` in the
+    /// directory `parent`), whose owner, mode or default ACL just changed.
+    pub fn forget_dir(&mut self, key: (u64, u64), parent: (u64, u64), name: &[u8]) {
+        self.cache.retain(|_, d| d.key != key);
+        self.fresh
+            .retain(|_, f| !(f.parent.key == parent && f.name == name));
+    }
+
+    /// Re-reads what the root passes on to new entries, after its metadata changed.
+    pub fn refresh_root(&mut self) -> rustix::io::Result<()> {
+        let fresh = self.root.fresh;
+        self.root = Dir::new(self.root.fd.clone(), self.root.lowers.clone())?;
+        self.root.fresh = fresh;
+        self.invalidate();
+        Ok(())
+    }
+
     /// Notes that the apply just created directory `name` in `parent` (path `comps`), with
     /// `acl` saying whether it carries a default ACL of its own.
     pub fn created(&mut self, comps: &[&[u8]], parent: &Dir, name: &[u8], acl: bool) {
