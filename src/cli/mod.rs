@@ -38,11 +38,11 @@ struct Cli {
     json: bool,
     /// Apply layers in a confined helper process (read-only mount namespace except the
     /// layer being written).
-    #[arg(long, env = "STRATA_CONFINED_APPLY", global = true)]
+    #[arg(long, env = "STRATA_CONFINED_APPLY", global = true, value_parser = clap::builder::BoolishValueParser::new())]
     confined_apply: bool,
     /// Skip the one `syncfs` before an applied layer is committed (faster; a power cut may
     /// then leave a committed layer with empty files — for scratch stores and benchmarks).
-    #[arg(long, env = "STRATA_NO_SYNC", global = true)]
+    #[arg(long, env = "STRATA_NO_SYNC", global = true, value_parser = clap::builder::BoolishValueParser::new())]
     no_sync: bool,
     /// Writer threads an apply uses for small files (0: write them on the applying thread).
     #[arg(
