@@ -38,7 +38,11 @@ pub struct Overlay {
     native_reason: String,
 }
 
-/// The kernel's maximum number of overlay lower layers (`OVL_MAX_STACK`).
+/// The deepest chain overlay serves: the number of layers in a chain, the layer itself
+/// included. It is the kernel's maximum number of lower directories (`OVL_MAX_STACK`), so every
+/// layer of an accepted chain mounts both writable (at most 499 lower directories under its
+/// own upper one) and read-only (one lower directory per layer). `create` refuses a deeper
+/// layer.
 pub const MAX_DEPTH: usize = 500;
 
 fn has_param(name: &str) -> bool {
@@ -201,8 +205,13 @@ impl Overlay {
         spec.upper = spec.upper.map(|(u, w)| (relative(&u), relative(&w)));
         let page = rustix::param::page_size();
         if mount::classic_options_len(&spec) >= page {
+            let why = if mount::overlay_supports_lowerdir_plus() {
+                "STRATA_MOUNT_API=classic forces mount(2)"
+            } else {
+                "this kernel has no lowerdir+ (Linux 6.8+)"
+            };
             return Err(Error::Unsupported(format!(
-                "layer {id} is {} layers deep; this kernel has no lowerdir+ (Linux 6.8+) and mount(2) fits at most {} layers",
+                "layer {id} is {} layers deep; {why}, and mount(2) fits at most {} layers",
                 chain.len(),
                 self.classic_max_depth()
             )));
@@ -224,7 +233,7 @@ impl Backend for Overlay {
     fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
         if chain.len() > MAX_DEPTH {
             return Err(Error::Unsupported(format!(
-                "layer {} would be {} layers deep; overlayfs stacks at most {MAX_DEPTH}",
+                "layer {} would be {} layers deep; overlayfs stacks at most {MAX_DEPTH} layers",
                 chain[0].id,
                 chain.len()
             )));
