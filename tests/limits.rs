@@ -236,3 +236,34 @@ fn classic_mount_fallback_serves_128_layers_and_reports_its_limit() {
     s.ok(["cleanup"]);
     s.assert_clean_layout();
 }
+
+/// Layer paths longer than the 255 bytes `fsconfig` takes per string (a long store root and
+/// 128-character ids) still mount: strata passes them relative to the root.
+#[test]
+fn overlay_mounts_below_a_long_root_with_the_longest_ids() {
+    let Some(s) = Store::new_with_root_name("overlay", &"r".repeat(200)) else {
+        return;
+    };
+    let (a, b) = ("a".repeat(128), "b".repeat(128));
+    let path_len = s.layers_dir().join(&a).join("diff").as_os_str().len();
+    assert!(
+        path_len > 255,
+        "the lower path must be too long for fsconfig: {path_len}"
+    );
+    s.create(&a, None);
+    s.with_layer(&a, |root| write_file(root, "a.txt", b"a", 0o644));
+    s.create_rw(&b, Some(&a));
+    let root = s.get(&b);
+    assert_eq!(read_file(&root, "a.txt"), b"a");
+    write_file(&root, "b.txt", b"b", 0o644);
+    s.put(&b);
+    let root = s.get(&a);
+    assert!(
+        std::fs::write(root.join("x"), b"x").is_err(),
+        "a layer with children is read-only"
+    );
+    s.put(&a);
+    s.with_layer(&b, |root| assert_eq!(read_file(root, "b.txt"), b"b"));
+    s.ok(["cleanup"]);
+    s.assert_clean_layout();
+}

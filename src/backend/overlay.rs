@@ -71,6 +71,14 @@ fn supports_d_type(dir: &Path) -> Result<bool> {
     result
 }
 
+/// `p` relative to `root` when it lies below it (mounts resolve it from a thread whose working
+/// directory is `root`).
+fn relative_to(root: &Path, p: &Path) -> PathBuf {
+    p.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
 impl Overlay {
     /// Checks that overlay can work for a store at `root` (overlayfs available, backing
     /// filesystem not overlayfs and with `d_type`), and picks mount options.
@@ -181,11 +189,7 @@ impl Overlay {
         let id = &chain[0].id;
         let links = store.root().join("l");
         mkdir_mode(&links, 0o700)?;
-        let relative = |p: &Path| {
-            p.strip_prefix(store.root())
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|_| p.to_path_buf())
-        };
+        let relative = |p: &Path| relative_to(store.root(), p);
         let mut lowers = Vec::with_capacity(spec.lowers.len());
         for lower in &spec.lowers {
             let lid = lower
@@ -305,7 +309,11 @@ impl Backend for Overlay {
                 spec.upper = Some((diff, work));
             }
             if mount::use_new_mount_api() {
-                mount::mount_overlay(&merged, &spec)
+                // Relative to the root: fsconfig takes at most 255 bytes per path.
+                let rel = |p: &Path| relative_to(store.root(), p);
+                spec.lowers = spec.lowers.iter().map(|p| rel(p)).collect();
+                spec.upper = spec.upper.map(|(u, w)| (rel(&u), rel(&w)));
+                mount::mount_overlay_in(store.root(), &merged, &spec)
                     .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))?;
             } else {
                 self.mount_classic(store, chain, &merged, spec)?;
