@@ -38,7 +38,11 @@ pub struct Overlay {
     native_reason: String,
 }
 
-/// The kernel's maximum number of overlay lower layers (`OVL_MAX_STACK`).
+/// The deepest chain overlay serves: the number of layers in a chain, the layer itself
+/// included. It is the kernel's maximum number of lower directories (`OVL_MAX_STACK`), so every
+/// layer of an accepted chain mounts both writable (at most 499 lower directories under its
+/// own upper one) and read-only (one lower directory per layer). `create` refuses a deeper
+/// layer.
 pub const MAX_DEPTH: usize = 500;
 
 fn has_param(name: &str) -> bool {
@@ -65,6 +69,14 @@ fn supports_d_type(dir: &Path) -> Result<bool> {
     })();
     let _ = std::fs::remove_dir_all(&probe);
     result
+}
+
+/// `p` relative to `root` when it lies below it (mounts resolve it from a thread whose working
+/// directory is `root`).
+fn relative_to(root: &Path, p: &Path) -> PathBuf {
+    p.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 impl Overlay {
@@ -177,11 +189,7 @@ impl Overlay {
         let id = &chain[0].id;
         let links = store.root().join("l");
         mkdir_mode(&links, 0o700)?;
-        let relative = |p: &Path| {
-            p.strip_prefix(store.root())
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|_| p.to_path_buf())
-        };
+        let relative = |p: &Path| relative_to(store.root(), p);
         let mut lowers = Vec::with_capacity(spec.lowers.len());
         for lower in &spec.lowers {
             let lid = lower
@@ -201,8 +209,13 @@ impl Overlay {
         spec.upper = spec.upper.map(|(u, w)| (relative(&u), relative(&w)));
         let page = rustix::param::page_size();
         if mount::classic_options_len(&spec) >= page {
+            let why = if mount::overlay_supports_lowerdir_plus() {
+                "STRATA_MOUNT_API=classic forces mount(2)"
+            } else {
+                "this kernel has no lowerdir+ (Linux 6.8+)"
+            };
             return Err(Error::Unsupported(format!(
-                "layer {id} is {} layers deep; this kernel has no lowerdir+ (Linux 6.8+) and mount(2) fits at most {} layers",
+                "layer {id} is {} layers deep; {why}, and mount(2) fits at most {} layers",
                 chain.len(),
                 self.classic_max_depth()
             )));
@@ -224,7 +237,7 @@ impl Backend for Overlay {
     fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
         if chain.len() > MAX_DEPTH {
             return Err(Error::Unsupported(format!(
-                "layer {} would be {} layers deep; overlayfs stacks at most {MAX_DEPTH}",
+                "layer {} would be {} layers deep; overlayfs stacks at most {MAX_DEPTH} layers",
                 chain[0].id,
                 chain.len()
             )));
@@ -297,7 +310,11 @@ impl Backend for Overlay {
                 spec.upper = Some((diff, work));
             }
             if mount::use_new_mount_api() {
-                mount::mount_overlay(&merged, &spec)
+                // Relative to the root: fsconfig takes at most 255 bytes per path.
+                let rel = |p: &Path| relative_to(store.root(), p);
+                spec.lowers = spec.lowers.iter().map(|p| rel(p)).collect();
+                spec.upper = spec.upper.map(|(u, w)| (rel(&u), rel(&w)));
+                mount::mount_overlay_in(store.root(), &merged, &spec)
                     .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))?;
             } else {
                 self.mount_classic(store, chain, &merged, spec)?;

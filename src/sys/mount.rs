@@ -77,28 +77,37 @@ pub fn overlay_supports_lowerdir_plus() -> bool {
     })
 }
 
-/// Mounts overlayfs at `target` with the new mount API, one `lowerdir+` per layer. Read-only
-/// when `spec.upper` is `None`.
-pub fn mount_overlay(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
-    mount_overlay_new_api(target, spec)
-}
-
-/// Mounts overlayfs at `target` with classic `mount(2)`, interpreting relative paths in
-/// `spec` relative to `dir`: the mount is made from a thread with its own working directory
-/// (`unshare(CLONE_FS)` + `chdir(dir)`), so short relative paths fit more layers into the one
-/// page of options `mount(2)` accepts.
-pub fn mount_overlay_classic_in(dir: &Path, target: &Path, spec: &OverlaySpec) -> io::Result<()> {
+/// Runs `f` on a short-lived thread whose working directory is `dir` (`unshare(CLONE_FS)` +
+/// `chdir(dir)`), so that relative paths `f` hands the kernel resolve under `dir` without
+/// changing the process's working directory.
+fn in_dir(dir: &Path, f: impl FnOnce() -> io::Result<()> + Send) -> io::Result<()> {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: CLONE_FS only gives this short-lived thread its own cwd/root/umask;
             // no file descriptor table is unshared, which is the hazard the function warns of.
             unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS)? };
             rustix::process::chdir(dir)?;
-            mount_overlay_classic(target, spec)
+            f()
         })
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the mount thread panicked")))
     })
+}
+
+/// Mounts overlayfs at `target` with the new mount API, one `lowerdir+` per layer, resolving
+/// relative paths in `spec` under `dir`. Read-only when `spec.upper` is `None`.
+///
+/// The kernel takes at most 255 bytes per `fsconfig` string, so layer paths are best passed
+/// relative to the store root: absolute ones under a long root would not fit.
+pub fn mount_overlay_in(dir: &Path, target: &Path, spec: &OverlaySpec) -> io::Result<()> {
+    in_dir(dir, || mount_overlay_new_api(target, spec))
+}
+
+/// Mounts overlayfs at `target` with classic `mount(2)`, interpreting relative paths in
+/// `spec` relative to `dir`, so short relative paths fit more layers into the one page of
+/// options `mount(2)` accepts.
+pub fn mount_overlay_classic_in(dir: &Path, target: &Path, spec: &OverlaySpec) -> io::Result<()> {
+    in_dir(dir, || mount_overlay_classic(target, spec))
 }
 
 /// Bytes of `mount(2)` overlay options a chain needs, for sizing the classic fallback.
