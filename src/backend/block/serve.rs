@@ -119,16 +119,17 @@ impl Block {
             label: (!label.is_empty() && mount::selinux_enabled()).then(|| label.to_string()),
         };
         let id = &chain[0].id;
+        // Paths relative to the store root: the kernel takes at most 255 bytes per option.
+        let rel = |p: &PathBuf| {
+            p.strip_prefix(dir)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|_| p.clone())
+        };
+        spec.lowers = spec.lowers.iter().map(rel).collect();
+        spec.upper = spec.upper.as_ref().map(|(u, w)| (rel(u), rel(w)));
         let r = if mount::use_new_mount_api() {
-            mount::mount_overlay(merged, &spec)
+            mount::mount_overlay_in(dir, merged, &spec)
         } else {
-            let rel = |p: &PathBuf| {
-                p.strip_prefix(dir)
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|_| p.clone())
-            };
-            spec.lowers = spec.lowers.iter().map(rel).collect();
-            spec.upper = spec.upper.as_ref().map(|(u, w)| (rel(u), rel(w)));
             mount::mount_overlay_classic_in(dir, merged, &spec)
         };
         r.ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))?;
