@@ -53,6 +53,15 @@ impl Db {
             db,
             path: path.to_path_buf(),
         };
+        // Creating the tables is a durable commit (two fdatasyncs); only a new store needs it.
+        let exists = me.db.begin_read().is_ok_and(|r| {
+            r.open_table(LAYERS).is_ok()
+                && r.open_table(CHILDREN).is_ok()
+                && r.open_table(META).is_ok()
+        });
+        if exists {
+            return Ok(me);
+        }
         me.write(|w| {
             w.txn.open_table(LAYERS).map_err(|e| w.db.err(e))?;
             w.txn.open_table(CHILDREN).map_err(|e| w.db.err(e))?;
