@@ -4,6 +4,7 @@
 //! removal); a backend only lays out and serves the content of one layer directory.
 
 pub mod overlay;
+pub mod quota;
 pub mod vfs;
 
 use std::collections::BTreeMap;
@@ -32,7 +33,9 @@ pub trait Backend: Send + Sync {
     /// The backend's name (`vfs`, `overlay`).
     fn name(&self) -> &'static str;
 
-    /// Whether the backend can enforce a `size` limit on read-write layers here.
+    /// Whether the backend handles `size` itself: enforces it, or refuses it in
+    /// [`Backend::create`] with the reason (vfs and overlay: XFS project quotas, see
+    /// [`quota`]). `false` makes the graph refuse every `size`.
     fn supports_size(&self) -> bool {
         false
     }
@@ -111,9 +114,9 @@ pub fn open(name: &str, root: &Path, options: &DriverOptions) -> Result<Box<dyn 
                     reason: "applies to the overlay driver only".into(),
                 });
             }
-            Ok(Box::new(vfs::Vfs::new()))
+            Ok(Box::new(vfs::Vfs::open(root, options)?))
         }
-        "overlay" => Ok(Box::new(overlay::Overlay::open(root, options.native_diff)?)),
+        "overlay" => Ok(Box::new(overlay::Overlay::open(root, options)?)),
         other => Err(Error::Unsupported(format!(
             "unknown driver {other:?} (known: overlay, vfs)"
         ))),
@@ -122,7 +125,7 @@ pub fn open(name: &str, root: &Path, options: &DriverOptions) -> Result<Box<dyn 
 
 /// The backend to use for a new store at `root`: overlay where it works, else vfs.
 pub fn default_for(root: &Path) -> String {
-    match overlay::Overlay::open(root, None) {
+    match overlay::Overlay::open(root, &DriverOptions::default()) {
         Ok(_) => "overlay".into(),
         Err(_) => "vfs".into(),
     }

@@ -6,6 +6,7 @@ pub mod jail;
 pub mod lock;
 pub mod mount;
 pub mod mountinfo;
+pub mod quota;
 
 use std::ffi::{CString, OsStr};
 use std::io;
