@@ -117,9 +117,14 @@ impl Quotas {
             .ok_or("xfs, but the store root's project id is the largest there is")?;
         let probe = dir.join("probe");
         super::mkdir_mode(&probe, 0o700).map_err(|e| e.to_string())?;
-        set_dir_project(&probe, reserved).map_err(|e| format!("xfs refusing project ids ({e})"))?;
-        dev.set_limit(reserved, 0)
-            .map_err(|e| format!("xfs refusing project quota limits ({e})"))?;
+        // The full probe (set a limit, tag a directory) runs until it succeeds once; later
+        // opens find the probe tagged and only check the quota state above.
+        if dir_project(&probe).map_err(|e| e.to_string())? != (reserved, true) {
+            dev.set_limit(reserved, 0)
+                .map_err(|e| format!("xfs refusing project quota limits ({e})"))?;
+            set_dir_project(&probe, reserved)
+                .map_err(|e| format!("xfs refusing project ids ({e})"))?;
+        }
         Ok(Active { dev, reserved })
     }
 
