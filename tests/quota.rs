@@ -195,7 +195,6 @@ fn set_quota(backend: &str) {
     let leak_dir = xfs.dir();
     let victim = xfs.mnt.join("victim");
     fs::write(&victim, b"not the store's").unwrap();
-    let outside_before = common::dir_names(&xfs.mnt);
     // An absolute name replaces the store's temp dir: the root lies on the image.
     let Some(s) = Store::new_with_root_name(backend, &xfs.mnt.join("root").to_string_lossy())
     else {
@@ -207,6 +206,7 @@ fn set_quota(backend: &str) {
         status_line(&s, "Supports Quota").starts_with("true"),
         "status must report quotas on XFS with pquota"
     );
+    let outside_before = common::dir_names(&xfs.mnt);
 
     s.create("base", None);
     let p = s.get("base");
