@@ -128,11 +128,6 @@ impl Quotas {
         Ok(Active { dev, reserved })
     }
 
-    /// Whether limits can be enforced here.
-    pub fn available(&self) -> bool {
-        self.state.is_ok()
-    }
-
     fn refusal(&self, what: &str) -> Error {
         let why = self.state.as_ref().err().map(String::as_str).unwrap_or("");
         Error::Unsupported(format!(
