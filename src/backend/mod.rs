@@ -5,6 +5,7 @@
 
 pub mod block;
 pub mod overlay;
+pub mod quota;
 pub mod vfs;
 
 use std::collections::BTreeMap;
@@ -37,7 +38,9 @@ pub trait Backend: Send + Sync {
     /// The backend's name (`vfs`, `overlay`, `block`).
     fn name(&self) -> &'static str;
 
-    /// Whether the backend can enforce a `size` limit on read-write layers here.
+    /// Whether the backend handles `size` itself: enforces it, or refuses it in
+    /// [`Backend::create`] with the reason (vfs and overlay: XFS project quotas, see
+    /// [`quota`]). `false` makes the graph refuse every `size`.
     fn supports_size(&self) -> bool {
         false
     }
@@ -157,8 +160,8 @@ pub fn open(name: &str, root: &Path, options: &DriverOptions) -> Result<Box<dyn 
         });
     }
     match name {
-        "vfs" => Ok(Box::new(vfs::Vfs::new())),
-        "overlay" => Ok(Box::new(overlay::Overlay::open(root, options.native_diff)?)),
+        "vfs" => Ok(Box::new(vfs::Vfs::open(root, options)?)),
+        "overlay" => Ok(Box::new(overlay::Overlay::open(root, options)?)),
         "block" => Ok(Box::new(block::Block::open(root, options)?)),
         other => Err(Error::Unsupported(format!(
             "unknown driver {other:?} (known: {})",
@@ -172,7 +175,7 @@ pub const KNOWN: [&str; 3] = ["block", "overlay", "vfs"];
 
 /// The backend to use for a new store at `root`: overlay where it works, else vfs.
 pub fn default_for(root: &Path) -> String {
-    match overlay::Overlay::open(root, None) {
+    match overlay::Overlay::open(root, &DriverOptions::default()) {
         Ok(_) => "overlay".into(),
         Err(_) => "vfs".into(),
     }

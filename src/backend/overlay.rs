@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::quota::Quotas;
 use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
 use std::os::fd::AsFd;
 
@@ -24,6 +25,7 @@ use crate::archive::apply::Format;
 use crate::archive::overlay_changes::overlay_changes;
 use crate::archive::Change;
 use crate::error::{Error, IoContext, Result};
+use crate::options::DriverOptions;
 use crate::store::{LayerRecord, MountState, Store};
 use crate::sys::mount::{self, OverlaySpec};
 
@@ -36,6 +38,7 @@ pub struct Overlay {
     native: bool,
     /// Why `native` is what it is, for `status`.
     native_reason: String,
+    quota: Quotas,
 }
 
 /// The deepest chain overlay serves: the number of layers in a chain, the layer itself
@@ -81,8 +84,8 @@ fn relative_to(root: &Path, p: &Path) -> PathBuf {
 
 impl Overlay {
     /// Checks that overlay can work for a store at `root` (overlayfs available, backing
-    /// filesystem not overlayfs and with `d_type`), and picks mount options.
-    pub fn open(root: &Path, native_diff: Option<bool>) -> Result<Overlay> {
+    /// filesystem not overlayfs and with `d_type`), picks mount options and probes quotas.
+    pub fn open(root: &Path, driver_options: &DriverOptions) -> Result<Overlay> {
         let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
         if !fs
             .lines()
@@ -119,7 +122,7 @@ impl Overlay {
         }
         // With no redirects and no metadata-only copy-ups a layer's diff/ is a complete
         // record of its changes, which is what makes native diff exact.
-        let (native, native_reason) = match native_diff {
+        let (native, native_reason) = match driver_options.native_diff {
             Some(false) => (false, "disabled by native_diff=false".to_string()),
             _ => (
                 true,
@@ -132,6 +135,7 @@ impl Overlay {
             options,
             native,
             native_reason,
+            quota: Quotas::open(root, "overlay", driver_options)?,
         })
     }
 
@@ -234,6 +238,10 @@ impl Backend for Overlay {
         Self::diff(store, id)
     }
 
+    fn supports_size(&self) -> bool {
+        true
+    }
+
     fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
         if chain.len() > MAX_DEPTH {
             return Err(Error::Unsupported(format!(
@@ -242,6 +250,7 @@ impl Backend for Overlay {
                 chain.len()
             )));
         }
+        self.quota.on_create(dir, &chain[0])?;
         mkdir_mode(&dir.join("diff"), 0o755)?;
         if chain.len() > 1 {
             mkdir_mode(&dir.join("work"), 0o700)?;
@@ -256,6 +265,7 @@ impl Backend for Overlay {
         staging: &Path,
     ) -> Result<ApplyTarget> {
         let id = &chain[0].id;
+        self.quota.inherit(&store.layer_dir(id), staging)?;
         let root = staging.join("diff");
         mkdir_mode(&root, 0o755)?;
         copy_dir(id, &Self::diff(store, id), &root)?;
@@ -328,6 +338,7 @@ impl Backend for Overlay {
     }
 
     fn sweep(&self, store: &Store) -> Result<()> {
+        self.quota.sweep()?;
         // Short links of removed layers (classic mounts) point nowhere now.
         let links = store.root().join("l");
         let Ok(entries) = std::fs::read_dir(&links) else {
@@ -385,6 +396,7 @@ impl Backend for Overlay {
             m.insert("WorkDir".into(), dir.join("work").display().to_string());
             m.insert("MergedDir".into(), dir.join("merged").display().to_string());
         }
+        self.quota.metadata(&dir, &mut m);
         m
     }
 
@@ -406,6 +418,7 @@ impl Backend for Overlay {
             ),
             ("Using metacopy".into(), "false".into()),
             ("Mount API".into(), api),
+            self.quota.status(),
         ]
     }
 }

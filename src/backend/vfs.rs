@@ -14,20 +14,26 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{renameat_with, RenameFlags, CWD};
 use tracing::warn;
 
+use super::quota::Quotas;
 use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
 use crate::archive::apply::Format;
 use crate::error::{Error, IoContext, Result};
+use crate::options::DriverOptions;
 use crate::store::{LayerRecord, MountState, Store};
 use crate::sys::mount;
 
 /// The vfs backend.
-#[derive(Debug, Default)]
-pub struct Vfs;
+#[derive(Debug)]
+pub struct Vfs {
+    quota: Quotas,
+}
 
 impl Vfs {
-    /// A vfs backend.
-    pub fn new() -> Self {
-        Vfs
+    /// A vfs backend for the store at `root`.
+    pub fn open(root: &Path, options: &DriverOptions) -> Result<Self> {
+        Ok(Vfs {
+            quota: Quotas::open(root, "vfs", options)?,
+        })
     }
 
     fn fs_dir(store: &Store, id: &str) -> PathBuf {
@@ -61,7 +67,12 @@ impl Backend for Vfs {
         Self::fs_dir(store, id)
     }
 
+    fn supports_size(&self) -> bool {
+        true
+    }
+
     fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
+        self.quota.on_create(dir, &chain[0])?;
         if chain.len() == 1 {
             mkdir_mode(&dir.join("fs"), 0o755)?;
         }
@@ -75,6 +86,7 @@ impl Backend for Vfs {
             return Ok(());
         }
         let staging = store.stage(&format!("copy-{id}"))?;
+        self.quota.inherit(&store.layer_dir(id), staging.path())?;
         let tree = staging.path().join("fs");
         mkdir_mode(&tree, 0o755)?;
         Self::fill(store, &chain[1..], &tree)?;
@@ -93,6 +105,8 @@ impl Backend for Vfs {
         chain: &[LayerRecord],
         staging: &Path,
     ) -> Result<ApplyTarget> {
+        self.quota
+            .inherit(&store.layer_dir(&chain[0].id), staging)?;
         let root = staging.join("fs");
         if Self::source(store, chain).is_some() {
             mkdir_mode(&root, 0o755)?;
@@ -154,6 +168,7 @@ impl Backend for Vfs {
             "Dir".into(),
             Self::fs_dir(store, &chain[0].id).display().to_string(),
         );
+        self.quota.metadata(&store.layer_dir(&chain[0].id), &mut m);
         m
     }
 
@@ -161,6 +176,10 @@ impl Backend for Vfs {
         let fs = super::backing_fs(store.root())
             .map(|f| f.0)
             .unwrap_or_else(|_| "unknown".into());
-        vec![("Backing Filesystem".into(), fs)]
+        vec![("Backing Filesystem".into(), fs), self.quota.status()]
+    }
+
+    fn sweep(&self, _store: &Store) -> Result<()> {
+        self.quota.sweep()
     }
 }

@@ -7,6 +7,7 @@ pub mod lock;
 pub mod loopdev;
 pub mod mount;
 pub mod mountinfo;
+pub mod quota;
 
 use std::ffi::{CString, OsStr};
 use std::io;

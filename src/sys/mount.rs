@@ -73,7 +73,11 @@ pub fn overlay_supports_lowerdir_plus() -> bool {
         let Ok(fs) = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) else {
             return false;
         };
+        // Before Linux 6.5 overlayfs has no fs_context of its own: the kernel's legacy
+        // adapter accepts any key and fails only at create time, so a key that cannot exist
+        // must be refused too for `lowerdir+` to mean anything.
         fsconfig_set_string(fs.as_fd(), "lowerdir+", "/").is_ok()
+            && fsconfig_set_string(fs.as_fd(), "strata-probe-no-such-option", "x").is_err()
     })
 }
 
