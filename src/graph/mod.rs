@@ -480,7 +480,7 @@ impl Driver for Graph {
                 if let Some(m) = &rec.mount {
                     let path = m.path.clone();
                     rec.refs += 1;
-                    l.db().write(|w| w.put(&rec))?;
+                    l.db().put_mount_state(&rec)?;
                     return Ok(path);
                 }
             }
@@ -496,12 +496,16 @@ impl Driver for Graph {
             crate::failpoint::hit("get-after-mount");
             rec.refs = 1;
             rec.mount = Some(state.clone());
-            if !state.readonly {
-                // Anything may change through a writable mount: no exact re-export any more.
+            // Anything may change through a writable mount: no exact re-export any more. That
+            // must be durable (a database commit); a count alone need not be (see store::db).
+            let saved = if !state.readonly && (!rec.dirty || rec.exact) {
                 rec.dirty = true;
                 rec.exact = false;
-            }
-            if let Err(e) = l.db().write(|w| w.put(&rec)) {
+                l.db().write(|w| w.put(&rec))
+            } else {
+                l.db().put_mount_state(&rec)
+            };
+            if let Err(e) = saved {
                 let _ = self.backend().unmount(store, &rec, &state);
                 return Err(e);
             }
@@ -529,7 +533,7 @@ impl Driver for Graph {
                 crate::failpoint::hit("put-after-unmount");
             }
         }
-        l.db().write(|w| w.put(&rec))?;
+        l.db().put_mount_state(&rec)?;
         Ok(())
     }
 

@@ -8,7 +8,16 @@
 //! * `children`: `"<parent>/<child>"` → `()` (ids never contain `/`, so the children of `p`
 //!   are exactly the keys in `["p/", "p0")`);
 //! * `meta`: store-wide facts (`driver`, `format`, `boot_id`).
+//!
+//! Mount state (a record's `refs` and `mount`) is kept beside the database, one small JSON
+//! file per mounted layer in `<root>/mounts/<id>`, replaced by rename and never fsync-ed: it
+//! describes kernel mounts, which no power cut preserves, and every open reconciles it with
+//! the kernel's mount table anyway (see the store's crash story). So `get`/`put` cost a file
+//! rename instead of a durable commit (two `fdatasync`s), and reads see the newest state
+//! because the page cache is shared by every process. Records read from the database always
+//! carry the mount state from these files (none if a file is missing or unreadable).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -26,6 +35,14 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 pub struct Db {
     db: Database,
     path: PathBuf,
+    mounts: PathBuf,
+}
+
+/// What `<root>/mounts/<id>` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MountFile {
+    refs: u32,
+    mount: Option<super::record::MountState>,
 }
 
 fn child_key(parent: &str, child: &str) -> String {
@@ -49,9 +66,21 @@ impl Db {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+        let mounts = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("mounts");
+        match std::fs::DirBuilder::new().mode(0o700).create(&mounts) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Error::io(format!("creating {}", mounts.display()), e));
+            }
+        }
         let me = Db {
             db,
             path: path.to_path_buf(),
+            mounts,
         };
         // Creating the tables is a durable commit (two fdatasyncs); only a new store needs it.
         let exists = me.db.begin_read().is_ok_and(|r| {
@@ -116,8 +145,60 @@ impl Db {
     }
 
     fn decode(&self, id: &str, bytes: &[u8]) -> Result<LayerRecord> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| self.err(format!("record of layer {id:?} is unreadable: {e}")))
+        let mut rec: LayerRecord = serde_json::from_slice(bytes)
+            .map_err(|e| self.err(format!("record of layer {id:?} is unreadable: {e}")))?;
+        let state = std::fs::read(self.mounts.join(id))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MountFile>(&b).ok());
+        (rec.refs, rec.mount) = match state {
+            Some(m) => (m.refs, m.mount),
+            None => (0, None),
+        };
+        Ok(rec)
+    }
+
+    /// Records `rec.refs` and `rec.mount` (and nothing else of `rec`) without a database
+    /// commit. Callers hold the store lock, as for every write.
+    pub fn put_mount_state(&self, rec: &LayerRecord) -> Result<()> {
+        let file = self.mounts.join(&rec.id);
+        if rec.refs == 0 && rec.mount.is_none() {
+            return match std::fs::remove_file(&file) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(format!("removing {}", file.display()), e)),
+            };
+        }
+        let bytes = serde_json::to_vec(&MountFile {
+            refs: rec.refs,
+            mount: rec.mount.clone(),
+        })
+        .map_err(|e| self.err(e))?;
+        let tmp = self.mounts.join(format!(".{}.tmp", rec.id));
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| std::fs::rename(&tmp, &file))
+            .map_err(|e| Error::io(format!("writing {}", file.display()), e))
+    }
+
+    /// Ids that have a mount-state file.
+    pub fn mount_state_ids(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let rd = std::fs::read_dir(&self.mounts)
+            .map_err(|e| Error::io(format!("reading {}", self.mounts.display()), e))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the mount-state file of `id` (a layer that no longer has a record).
+    pub fn forget_mount_state(&self, id: &str) -> Result<()> {
+        let mut rec = LayerRecord::new(id, None, super::record::LayerKind::Ro, "");
+        rec.refs = 0;
+        rec.mount = None;
+        self.put_mount_state(&rec)
     }
 
     /// Ids of the children of `id`, sorted.
@@ -199,6 +280,7 @@ impl Writer<'_> {
         let mut t = self.txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
         t.insert(rec.id.as_str(), bytes.as_slice())
             .map_err(|e| self.db.err(e))?;
+        self.db.put_mount_state(rec)?;
         if let Some(p) = &rec.parent {
             let mut c = self.txn.open_table(CHILDREN).map_err(|e| self.db.err(e))?;
             c.insert(child_key(p, &rec.id).as_str(), ())
@@ -211,6 +293,7 @@ impl Writer<'_> {
     pub fn delete(&mut self, rec: &LayerRecord) -> Result<()> {
         let mut t = self.txn.open_table(LAYERS).map_err(|e| self.db.err(e))?;
         t.remove(rec.id.as_str()).map_err(|e| self.db.err(e))?;
+        self.db.forget_mount_state(&rec.id)?;
         if let Some(p) = &rec.parent {
             let mut c = self.txn.open_table(CHILDREN).map_err(|e| self.db.err(e))?;
             c.remove(child_key(p, &rec.id).as_str())

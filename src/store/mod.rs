@@ -4,6 +4,7 @@
 //! ```text
 //! <root>/                 0700
 //!   meta.redb             layer records (see [`db`])
+//!   mounts/<id>           mount state of a mounted layer (not fsync-ed; see [`db`])
 //!   lock                  store lock; its content names the current holder
 //!   staging/<tag>-…/      work in progress, each flock-ed by the process building it
 //!   layers/<id>/          one directory per layer, backend-specific content
@@ -589,6 +590,11 @@ impl Locked<'_> {
         }
         let layers = self.store.layers_dir();
         let known: HashSet<String> = self.db().list()?.into_iter().map(|r| r.id).collect();
+        for id in self.db().mount_state_ids()? {
+            if !known.contains(&id) {
+                self.db().forget_mount_state(&id)?;
+            }
+        }
         for entry in fs::read_dir(&layers).ctx(|| format!("reading {}", layers.display()))? {
             let entry = entry.ctx(|| format!("reading {}", layers.display()))?;
             let name = entry.file_name();

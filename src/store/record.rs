@@ -64,11 +64,12 @@ pub struct LayerRecord {
     pub storage_opt: BTreeMap<String, String>,
     /// Creation time, seconds since the epoch.
     pub created: u64,
-    /// Outstanding `get` references.
-    #[serde(default)]
+    /// Outstanding `get` references (kept in the store's mount-state files, not the database;
+    /// see [`super::db`]).
+    #[serde(default, skip_serializing)]
     pub refs: u32,
-    /// How it is served while `refs > 0`.
-    #[serde(default)]
+    /// How it is served while `refs > 0` (kept with `refs`).
+    #[serde(default, skip_serializing)]
     pub mount: Option<MountState>,
     /// Size reported by the last apply (sum of the tar's regular-file sizes).
     #[serde(default)]
