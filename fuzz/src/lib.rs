@@ -24,6 +24,7 @@
 //! * and no panic anywhere.
 
 pub mod snapshot;
+pub mod structured;
 
 use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsString;
@@ -227,6 +228,11 @@ impl Harness {
     /// The work directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The victim directory (absolute).
+    pub fn victim(&self) -> &Path {
+        &self.victim
     }
 
     /// Applies `data` to a fresh child of the parent layer, checks the oracle (panicking on a
