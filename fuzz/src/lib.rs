@@ -23,6 +23,8 @@
 //! * on `Err`: the layer's record and directory are exactly as before the apply;
 //! * and no panic anywhere.
 
+#![warn(missing_docs)]
+
 pub mod snapshot;
 pub mod structured;
 

@@ -82,12 +82,19 @@ impl PathSpec {
 /// What an entry is.
 #[derive(Debug, Arbitrary)]
 pub enum Kind {
+    /// A regular file with these bytes.
     File(Vec<u8>),
+    /// A directory.
     Dir,
+    /// A symbolic link to this target.
     Symlink(PathSpec),
+    /// A hard link to this target.
     Hardlink(PathSpec),
+    /// A fifo.
     Fifo,
+    /// A character device (major, minor).
     Char(u16, u16),
+    /// A block device (major, minor).
     Block(u16, u16),
     /// A GNU sparse file: real size (KiB), data chunks at (KiB offset, bytes).
     Sparse(u16, Vec<(u16, Vec<u8>)>),

@@ -4,10 +4,8 @@
 //! nanoseconds (also negative and past the 12-digit octal range), `user.*` and `trusted.*`
 //! extended attributes.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -165,31 +163,18 @@ pub fn spec() -> impl Strategy<Value = Vec<Entry>> {
     )
 }
 
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("no NUL in test paths")
-}
-
 fn set_times(path: &Path, (secs, nsec): (i64, i64)) {
-    let ts = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nsec as _,
+    use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, CWD};
+    let ts = Timespec {
+        tv_sec: secs,
+        tv_nsec: nsec,
     };
-    let c = cpath(path);
-    // SAFETY: a valid NUL-terminated path and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            [ts, ts].as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
+    let times = Timestamps {
+        last_access: ts,
+        last_modification: ts,
     };
-    assert_eq!(
-        rc,
-        0,
-        "utimensat {path:?}: {}",
-        std::io::Error::last_os_error()
-    );
+    utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .unwrap_or_else(|e| panic!("utimensat {path:?}: {e}"));
 }
 
 fn write_content(path: &Path, c: &Content) {
