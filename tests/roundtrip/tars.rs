@@ -2,7 +2,8 @@
 //! blocks: ustar and GNU headers, PAX records (sub-second mtimes, xattrs, vendor keys, long
 //! paths), GNU long names and long link names, hard links, symlinks, fifos, devices, GNU
 //! sparse files, the same name twice, whiteouts of earlier entries, header quirks (uname and
-//! gname, type bits in the mode field, space-terminated octal), and odd endings (extra zero
+//! gname, type bits in the mode field, space-terminated octal, v7 headers, base-256 ids),
+//! non-zero padding after file content, PAX global headers, and odd endings (extra zero
 //! blocks, a partial block, padding to a 10240-byte record, trailing garbage).
 //!
 //! Every generated tar is valid for strata: parents come before children, links and
@@ -23,6 +24,10 @@ pub enum Flavour {
     Ustar,
     /// GNU header with uname/gname, file type bits in the mode and space-terminated octal.
     Quirky,
+    /// Pre-POSIX (v7) header: no magic, no uname/gname.
+    V7,
+    /// GNU header with owner ids past the octal range (base-256 numbers).
+    BigIds,
 }
 
 /// One step of building the tar.
@@ -46,6 +51,10 @@ pub enum Item {
     Again(usize, Vec<u8>),
     /// Whiteout of the n-th live non-directory.
     Whiteout(usize),
+    /// A file whose padding after the content is not zeros.
+    DirtyPadding(usize, String, Vec<u8>, u8),
+    /// A PAX global header (`g`), which applies to no single entry.
+    GlobalPax(Vec<u8>),
 }
 
 /// How the stream ends after the two zero blocks.
@@ -65,7 +74,13 @@ fn name() -> impl Strategy<Value = String> {
 fn item() -> impl Strategy<Value = Item> {
     let parent = 0usize..6;
     let data = prop::collection::vec(any::<u8>(), 0..700);
-    let flavour = prop::sample::select(vec![Flavour::Gnu, Flavour::Ustar, Flavour::Quirky]);
+    let flavour = prop::sample::select(vec![
+        Flavour::Gnu,
+        Flavour::Ustar,
+        Flavour::Quirky,
+        Flavour::V7,
+        Flavour::BigIds,
+    ]);
     prop_oneof![
         4 => (parent.clone(), name()).prop_map(|(p, n)| Item::Dir(p, n)),
         8 => (parent.clone(), name(), data.clone(), flavour)
@@ -84,6 +99,9 @@ fn item() -> impl Strategy<Value = Item> {
             .prop_map(|(p, n, r, l, s)| Item::Sparse(p, n, r, l, s)),
         1 => (0usize..20, data).prop_map(|(i, d)| Item::Again(i, d)),
         1 => (0usize..20).prop_map(Item::Whiteout),
+        1 => (parent.clone(), name(), prop::collection::vec(any::<u8>(), 1..500), 1u8..=255)
+            .prop_map(|(p, n, d, b)| Item::DirtyPadding(p, n, d, b)),
+        1 => prop::collection::vec(any::<u8>(), 0..30).prop_map(Item::GlobalPax),
     ]
 }
 
@@ -105,12 +123,17 @@ pub fn spec() -> impl Strategy<Value = (Vec<Item>, Tail)> {
 fn header(kind: EntryType, flavour: Flavour, size: u64, mode: u32) -> Header {
     let mut h = match flavour {
         Flavour::Ustar => Header::new_ustar(),
+        Flavour::V7 => Header::new_old(),
         _ => Header::new_gnu(),
     };
     h.set_entry_type(kind);
     h.set_mode(mode);
-    h.set_uid(1000);
-    h.set_gid(1000);
+    let id = match flavour {
+        Flavour::BigIds => 4_000_000_000,
+        _ => 1000,
+    };
+    h.set_uid(id);
+    h.set_gid(id);
     h.set_mtime(1_600_000_000);
     h.set_size(size);
     if let Flavour::Quirky = flavour {
@@ -281,6 +304,30 @@ pub fn build(items: &[Item], tail: &Tail) -> Vec<u8> {
                     .expect("whiteout");
                 files.retain(|f| *f != victim);
                 others.retain(|f| *f != victim);
+            }
+            Item::DirtyPadding(p, n, d, byte) => {
+                let path = path(p, n);
+                let mut h = header(EntryType::Regular, Flavour::Ustar, d.len() as u64, 0o644);
+                if h.set_path(&path).is_ok() {
+                    h.set_cksum();
+                    let raw = b.get_mut();
+                    raw.extend_from_slice(h.as_bytes());
+                    raw.extend_from_slice(d);
+                    let padded = raw.len().next_multiple_of(BLOCK);
+                    raw.resize(padded, *byte);
+                    files.push(path);
+                }
+            }
+            Item::GlobalPax(v) => {
+                let records = pax_records(&[("comment", v)]);
+                let mut h = header(
+                    EntryType::XGlobalHeader,
+                    Flavour::Ustar,
+                    records.len() as u64,
+                    0o644,
+                );
+                b.append_data(&mut h, "GlobalHead.0", &records[..])
+                    .expect("global pax");
             }
             Item::Hardlink(..) | Item::Again(..) | Item::Whiteout(_) => {}
         }
