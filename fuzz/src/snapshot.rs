@@ -130,7 +130,8 @@ pub fn differences(before: &Snapshot, after: &Snapshot) -> Vec<String> {
     out
 }
 
-/// Whether `haystack` contains `needle` (non-empty).
+/// Whether `haystack` contains `needle` (non-empty). SIMD search: a byte-wise window scan
+/// of a 64 MiB sparse file took half a minute under the fuzzer's instrumentation.
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memchr::memmem::find(haystack, needle).is_some()
 }
