@@ -72,9 +72,11 @@ def apply_group(b, workloads):
         b.case(tar_id + " + syncfs", "apply", w, f"tar {tar_flag[w]} + sync -f", **kw)
         b.case(f"apply {w}: strata", "apply", w, "strata apply-diff", baseline=tar_id, **kw)
         if w in ("A", "B"):
+            b.case(f"remove {w}: rm -rf", "latency", w, "rm -rf of tar's tree (warm)")
             for op in ("exists", "diff-size", "remove"):
                 b.case(f"{op} {w}: strata", "latency", w, f"strata {op} (warm)",
-                       baseline=None if op == "exists" else f"exists {w}: strata")
+                       baseline=f"remove {w}: rm -rf" if op == "remove" else
+                       None if op == "exists" else f"exists {w}: strata")
     for i in range(b.iterations):
         for w in workloads:
             order = ["tar", "strata"] if i % 2 == 0 else ["strata", "tar"]
@@ -97,6 +99,9 @@ def _apply_tar(b, w, flag):
     s, _ = procs.run(["sync", "-f", out], b.scratch)
     synced = procs.Result(res.wall + s.wall, res.cpu + s.cpu, res.rss_kib)
     b.record(f"apply {w}: tar {flag} + syncfs", synced)
+    if w in ("A", "B"):
+        res, _ = procs.run(["rm", "-rf", out], b.scratch)
+        b.record(f"remove {w}: rm -rf", res)
     _rm(out)
 
 
