@@ -59,6 +59,8 @@ def main():
     ap.add_argument("--strata", required=True, help="the release strata binary")
     ap.add_argument("--repo", required=True)
     ap.add_argument("--scratch", required=True, help="work dir for this run (removed after)")
+    ap.add_argument("--report-only", metavar="RESULTS_DIR",
+                    help="measure nothing: rewrite the report and chart of an earlier run")
     ap.add_argument("--no-markdown", action="store_true",
                     help="do not regenerate BENCHMARKS.md and the committed chart")
     args = ap.parse_args()
@@ -66,6 +68,8 @@ def main():
     if unknown := set(groups) - set(GROUPS):
         ap.error(f"unknown groups {unknown}")
     wdir = os.environ.get("STRATA_BENCH_DIR", "/var/tmp/strata-bench")
+    if args.report_only:
+        return write_reports(args, reload(args), os.path.abspath(args.report_only))
     meta = workloads.ensure(wdir)
     iters = 1 if args.quick else args.iterations
 
@@ -105,7 +109,29 @@ def main():
     finally:
         b.registry.stop_all()
         procs.unmount_under(args.scratch)
-    out = os.path.join(args.repo, "bench-results", b.stamp_dir)
+    write_reports(args, b, os.path.join(args.repo, "bench-results", b.stamp_dir))
+
+
+def reload(args):
+    """A Bench filled from an earlier run's results.json."""
+    with open(os.path.join(args.report_only, "results.json")) as f:
+        r = json.load(f)
+    b = cases.Bench(args.strata, None, args.scratch, 0, r["meta"])
+    b.cases, b.machine, b.versions, b.notes = r["cases"], r["machine"], r["versions"], r["notes"]
+    b.stamp_dir = os.path.basename(os.path.abspath(args.report_only))
+    b.stamp = r.get("stamp") or time.strftime(
+        "%Y-%m-%d %H:%M UTC", time.strptime(b.stamp_dir, "%Y%m%dT%H%M%SZ"))
+    b.iterations = r.get("iterations") or max(
+        (len(c["samples"]) for c in b.cases.values() if c["group"] == "apply"), default=1)
+    for k in ("strace", "syncfs"):
+        if r.get(k):
+            setattr(b, k, r[k])
+    return b
+
+
+def write_reports(args, b, out):
+    """results.json, chart and BENCHMARKS.md in `out`; BENCHMARKS.md and the chart in the repo
+    too unless --no-markdown."""
     os.makedirs(out, exist_ok=True)
     chart_ok = True
     try:
@@ -114,7 +140,8 @@ def main():
         chart_ok = False
         b.notes.append(f"no chart: {e} (install python3-matplotlib)")
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"cases": b.cases, "meta": meta, "machine": b.machine,
+        json.dump({"cases": b.cases, "meta": b.meta, "machine": b.machine, "stamp": b.stamp,
+                   "iterations": b.iterations,
                    "versions": b.versions, "strace": getattr(b, "strace", None),
                    "syncfs": getattr(b, "syncfs", None), "notes": b.notes}, f, indent=1)
     md = report.markdown(b, "chart.png")
@@ -125,8 +152,14 @@ def main():
         if chart_ok:
             os.makedirs(os.path.join(args.repo, "docs/bench"), exist_ok=True)
             shutil.copy(os.path.join(out, "chart.png"), os.path.join(args.repo, chart_rel))
+        text = report.markdown(b, chart_rel)
+        # Hand-written profile findings are kept in their own file and appended.
+        notes = os.path.join(args.repo, "docs/bench/notes.md")
+        if os.path.exists(notes):
+            with open(notes) as f:
+                text += "\n" + f.read()
         with open(os.path.join(args.repo, "BENCHMARKS.md"), "w") as f:
-            f.write(report.markdown(b, chart_rel))
+            f.write(text)
     print("\n".join(l for l in md.splitlines() if l.startswith("|")))
     print(f"bench: results in {out}")
 

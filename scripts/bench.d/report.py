@@ -141,8 +141,10 @@ def chart(b, path):
     limits = {"apply A: strata": 0.65, "apply A.gz: strata": 0.5, "apply B: strata": 0.7,
               "changes E top0: native": 1 / 40, "changes E top10: native": 1 / 40}
     items = [(cid, ratio(b.cases, cid)) for cid in b.cases]
-    # Latency rows are absolute targets (their baseline is process start): not charted here.
-    items = [(cid, r) for cid, r in items if r is not None and b.cases[cid]["group"] != "latency"]
+    # Latency rows are absolute targets (their baseline is process start): not charted here;
+    # get/put by depth get the second panel.
+    items = [(cid, r) for cid, r in items
+             if r is not None and b.cases[cid]["group"] not in ("latency", "chain")]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 9), height_ratios=[3, 1.3])
     ys = range(len(items))
     ax1.barh(list(ys), [r for _, r in items],
