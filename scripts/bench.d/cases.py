@@ -4,7 +4,6 @@ get/put latency by chain depth, remove and size latency, syscall counts and sync
 import os
 import re
 import shutil
-import subprocess
 
 import procs
 from procs import Failed, drop_caches
