@@ -10,5 +10,8 @@ fn main() {
             &args[2].to_string_lossy(),
         ));
     }
+    if args.len() == 3 && args[1] == strata::graph::REAP_ARG {
+        std::process::exit(strata::graph::reap_main(std::path::Path::new(&args[2])));
+    }
     std::process::exit(cli::main());
 }

@@ -80,3 +80,45 @@ fn a_sweep_skips_a_deletion_in_progress_and_takes_an_abandoned_one() {
     let _g = open(&root, false);
     assert!(!dir.exists(), "an abandoned deletion must be swept");
 }
+
+#[test]
+fn cli_background_remove_hands_the_deletion_to_a_detached_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let strata = env!("CARGO_BIN_EXE_strata");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(strata)
+            .arg("--root")
+            .arg(&root)
+            .args(["--driver", "vfs"])
+            .args(args)
+            .output()
+            .expect("run strata");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run(&["create", "a"]);
+    let dir = std::path::PathBuf::from(run(&["get", "a"]));
+    for i in 0..2000 {
+        fs::write(dir.join(format!("f{i}")), b"data").expect("write");
+    }
+    run(&["put", "a"]);
+    run(&["remove", "--background", "a"]);
+    assert_eq!(run(&["exists", "a"]), "false");
+    run(&["create", "a"]);
+    // The deleter finishes on its own; nothing is left for a sweep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !staging_entries(&root).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deleter did not finish: {:?}",
+            staging_entries(&root)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(run(&["exists", "a"]), "true");
+}

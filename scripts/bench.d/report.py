@@ -67,8 +67,11 @@ def targets(b):
     rel("(info) docker load: strata plugin vs overlay2", "docker load A: dockerd + strata plugin",
         "docker load A: dockerd overlay2", 1.0)
     rel("apply A zstd vs strata's plain apply", "apply A.zst: strata", "apply A: strata", 1.1)
+    dur, nos = _med(cs, "apply A: strata"), _med(cs, "apply A: strata --no-sync")
+    absolute("durable apply A minus --no-sync apply A", dur - nos if dur and nos else None, 1,
+             "s", detail=f" ({dur:.2f} s vs {nos:.2f} s)" if dur and nos else "")
     sf = getattr(b, "syncfs", None)
-    absolute("durable apply: cost of its syncfs on A", sf["seconds"] if sf else None, 1, "s",
+    absolute("durable apply: time in its syncfs on A", sf["seconds"] if sf else None, 1, "s",
              detail=f" ({sf['calls']} syncfs call)" if sf else "")
     st = getattr(b, "strace", None)
     absolute("syscalls per entry, apply A", st["per_entry"] if st else None, 4.5, "",

@@ -77,6 +77,10 @@ enum Command {
     Remove {
         /// Layer id.
         id: String,
+        /// Return once the layer is gone from the store; a detached process deletes its
+        /// files (space is freed shortly after).
+        #[arg(long)]
+        background: bool,
     },
     /// Mount a layer and print its path; valid until the matching put.
     Get {
@@ -224,6 +228,12 @@ fn run(cli: Cli, root_explicit: bool) -> Result<()> {
     config.options = cli.opt.clone();
     config.durable = !cli.no_sync;
     config.writers = cli.writers;
+    if let Command::Remove {
+        background: true, ..
+    } = cli.command
+    {
+        config.remove_helper = Some(std::env::current_exe().context("locating the strata binary")?);
+    }
     if cli.confined_apply {
         config.apply_helper = Some(std::env::current_exe().context("locating the strata binary")?);
     }
@@ -247,7 +257,7 @@ fn run(cli: Cli, root_explicit: bool) -> Result<()> {
                 graph.create(id, parent(p), &opts)?
             }
         }
-        Command::Remove { id } => graph.remove(id)?,
+        Command::Remove { id, .. } => graph.remove(id)?,
         Command::Get { id, mount_label } => {
             let path = graph.get(id, mount_label.as_deref().unwrap_or(""))?;
             output::path_line(out, &path)?;

@@ -50,6 +50,24 @@ pub struct GraphConfig {
     /// layer is gone from the store (default false; the Docker plugin sets it). Dropping the
     /// last clone of the [`Graph`] waits for deletions still running.
     pub background_remove: bool,
+    /// For short-lived processes (the CLI's `remove --background`): delete removed layers'
+    /// files in a detached process started from this binary as `<binary> __reap <dir>`
+    /// (see [`reap_main`]), which inherits the directory's lock. Takes precedence over
+    /// `background_remove`.
+    pub remove_helper: Option<PathBuf>,
+}
+
+/// First argument that makes the `strata` binary a deleter of one removed layer directory.
+pub const REAP_ARG: &str = "__reap";
+
+/// Entry point of the deleter process started for [`GraphConfig::remove_helper`]: deletes
+/// `dir` (a removed layer's directory in `staging/`), whose lock it inherited. Returns the
+/// exit status. A deletion that fails is finished by the next sweep.
+pub fn reap_main(dir: &std::path::Path) -> i32 {
+    match fsutil::remove_tree(dir) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
 }
 
 impl GraphConfig {
@@ -64,6 +82,7 @@ impl GraphConfig {
             apply_helper: None,
             writers: 2,
             background_remove: false,
+            remove_helper: None,
         }
     }
 }
@@ -103,6 +122,7 @@ struct Inner {
     apply_helper: Option<PathBuf>,
     writers: usize,
     background_remove: bool,
+    remove_helper: Option<PathBuf>,
     /// Background deletions of removed layers still running.
     reapers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
@@ -156,6 +176,7 @@ impl Graph {
                 apply_helper: config.apply_helper,
                 writers: config.writers,
                 background_remove: config.background_remove,
+                remove_helper: config.remove_helper,
                 reapers: std::sync::Mutex::new(Vec::new()),
             }),
         })
@@ -439,23 +460,30 @@ impl Driver for Graph {
         let id = id.to_string();
         // The flock taken above stays on the directory until its files are gone, so no sweep
         // mistakes the deletion for a leftover.
-        let reap = move || {
-            let (path, guard) = removing;
-            if let Err(e) = fsutil::remove_tree(&path) {
-                warn!(layer = %id, error = %e, "could not delete the removed layer's files; cleanup will");
+        let (path, guard) = removing;
+        if let Some(exe) = &self.inner.remove_helper {
+            match spawn_reaper(exe, &path, guard) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    warn!(layer = %id, error = %e, "could not start a deleter process; deleting here");
+                    reap(&id, &path);
+                    return Ok(());
+                }
             }
-            drop(guard);
-        };
+        }
         if !self.inner.background_remove {
-            reap();
+            reap(&id, &path);
+            drop(guard);
             return Ok(());
         }
         let mut reapers = self.inner.reapers.lock().unwrap_or_else(|p| p.into_inner());
         reapers.retain(|r| !r.is_finished());
         match std::thread::Builder::new()
             .name("strata-reap".into())
-            .spawn(reap)
-        {
+            .spawn(move || {
+                reap(&id, &path);
+                drop(guard);
+            }) {
             Ok(handle) => reapers.push(handle),
             // No thread: the directory stays, flock-free, in staging/ for the next sweep.
             Err(e) => warn!(error = %e, "could not start a deletion thread; cleanup will delete"),
@@ -618,4 +646,33 @@ impl Driver for Graph {
             reproduces_exact_diffs: true,
         }
     }
+}
+
+/// Deletes a removed layer's directory; a failure is left to the next sweep.
+fn reap(id: &str, path: &std::path::Path) {
+    if let Err(e) = fsutil::remove_tree(path) {
+        warn!(layer = %id, error = %e, "could not delete the removed layer's files; cleanup will");
+    }
+}
+
+/// Starts `<exe> __reap <path>` detached (own process group, no stdio), handing it the lock
+/// on the directory so that no sweep takes the deletion for a leftover while it runs.
+fn spawn_reaper(
+    exe: &std::path::Path,
+    path: &std::path::Path,
+    guard: crate::sys::lock::DirLock,
+) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let fd = guard.into_inheritable()?;
+    let child = std::process::Command::new(exe)
+        .arg(REAP_ARG)
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    // Our copy closes here; the child's copy keeps the lock until it exits.
+    drop(fd);
+    child.map(|_| ())
 }

@@ -111,6 +111,18 @@ impl DirLock {
     pub fn fd(&self) -> &OwnedFd {
         &self.fd
     }
+
+    /// Hands the lock over to a child process: clears `FD_CLOEXEC` so a process spawned next
+    /// inherits the descriptor, and returns it without unlocking. The flock belongs to the
+    /// open file description, so it stays held for as long as the child keeps its copy, even
+    /// after this process closes the returned descriptor.
+    pub fn into_inheritable(self) -> io::Result<OwnedFd> {
+        rustix::io::fcntl_setfd(&self.fd, rustix::io::FdFlags::empty())?;
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never dropped (ManuallyDrop), so the descriptor is moved out exactly
+        // once and closed exactly once, by the returned OwnedFd.
+        Ok(unsafe { std::ptr::read(&me.fd) })
+    }
 }
 
 impl Drop for DirLock {
