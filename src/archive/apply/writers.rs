@@ -8,14 +8,19 @@
 //! the same name again, a hard link to it, a whiteout or preservation of it — the applier
 //! waits for that file; before removing a directory, and before setting directory times, it
 //! waits for all of them. A failure in a writer fails the apply with the entry's name.
+//!
+//! Each directory's files go to one writer (chosen by the directory's identity), so the
+//! writers work in different directories at once instead of queueing on one directory's
+//! lock; the queues are bounded by bytes and files in flight, not per writer, so one
+//! directory's run of files can queue up while another writer drains the previous one.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::Scope;
 
 use rustix::fs::{openat, Mode, OFlags};
@@ -27,6 +32,12 @@ use super::tree::Key;
 
 /// Largest file handed to a writer; bigger ones are streamed by the applier itself.
 pub const MAX_JOB: u64 = 1 << 20;
+
+/// Content bytes in flight at most (bounds the apply's memory).
+const MAX_BYTES_IN_FLIGHT: usize = 16 << 20;
+
+/// Files in flight at most.
+const MAX_FILES_IN_FLIGHT: usize = 1024;
 
 /// One file to create.
 pub struct Job {
@@ -52,9 +63,10 @@ struct Done {
 
 /// The pool, as the applier sees it.
 pub struct Pool {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Vec<Sender<Job>>,
     done: Receiver<Done>,
     in_flight: HashSet<Key>,
+    bytes_in_flight: usize,
     free: Vec<Vec<u8>>,
     failed: Option<Error>,
 }
@@ -89,35 +101,31 @@ fn write(job: &Job) -> Result<(), Error> {
 impl Pool {
     /// Starts `n` writer threads in `scope`.
     pub fn spawn<'scope>(scope: &'scope Scope<'scope, '_>, n: usize) -> Pool {
-        let (jobs_tx, jobs_rx) = sync_channel::<Job>(2 * n);
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let (done_tx, done_rx) = channel::<Done>();
-        for _ in 0..n {
-            let rx = Arc::clone(&jobs_rx);
-            let tx: Sender<Done> = done_tx.clone();
-            scope.spawn(move || loop {
-                let job = match rx.lock() {
-                    Ok(guard) => guard.recv(),
-                    Err(_) => return,
-                };
-                let Ok(job) = job else { return };
-                let result = write(&job);
-                if tx
-                    .send(Done {
+        let mut jobs = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            let (tx, rx) = channel::<Job>();
+            jobs.push(tx);
+            let done: Sender<Done> = done_tx.clone();
+            scope.spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let result = write(&job);
+                    let finished = Done {
                         key: job.key,
                         data: job.data,
                         result,
-                    })
-                    .is_err()
-                {
-                    return;
+                    };
+                    if done.send(finished).is_err() {
+                        return;
+                    }
                 }
             });
         }
         Pool {
-            jobs: Some(jobs_tx),
+            jobs,
             done: done_rx,
             in_flight: HashSet::new(),
+            bytes_in_flight: 0,
             free: Vec::new(),
             failed: None,
         }
@@ -132,6 +140,7 @@ impl Pool {
 
     fn finish(&mut self, d: Done) {
         self.in_flight.remove(&d.key);
+        self.bytes_in_flight = self.bytes_in_flight.saturating_sub(d.data.len());
         if self.free.len() < 8 {
             self.free.push(d.data);
         }
@@ -189,15 +198,29 @@ impl Pool {
         self.check()
     }
 
-    /// Hands a file to the writers.
+    /// Hands a file to the writers: to the one that takes its directory's files.
     pub fn submit(&mut self, job: Job) -> Result<(), Error> {
         self.poll()?;
+        while !self.in_flight.is_empty()
+            && (self.in_flight.len() >= MAX_FILES_IN_FLIGHT
+                || self.bytes_in_flight + job.data.len() > MAX_BYTES_IN_FLIGHT)
+        {
+            self.wait_one()?;
+        }
+        self.check()?;
+        if self.jobs.is_empty() {
+            return Err(Error::io(
+                "submitting a file",
+                std::io::Error::other("pool closed"),
+            ));
+        }
+        let (dev, ino) = job.key.0;
+        // Fibonacci hashing of the directory's identity: consecutive inode numbers spread.
+        let mix = (dev ^ ino).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let writer = (mix % self.jobs.len() as u64) as usize;
         self.in_flight.insert(job.key.clone());
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| Error::io("submitting a file", std::io::Error::other("pool closed")))?;
-        jobs.send(job).map_err(|_| {
+        self.bytes_in_flight += job.data.len();
+        self.jobs[writer].send(job).map_err(|_| {
             Error::io(
                 "submitting a file",
                 std::io::Error::other("writer threads stopped"),
@@ -208,7 +231,7 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // Closing the queue lets the writers finish what they hold and exit.
-        self.jobs = None;
+        // Closing the queues lets the writers finish what they hold and exit.
+        self.jobs.clear();
     }
 }
