@@ -92,10 +92,10 @@ def apply_group(b, workloads):
         tar_id = f"apply {w}: tar {tar_flag[w]}"
         b.case(tar_id, "apply", w, f"tar {tar_flag[w]}", **kw)
         b.case(tar_id + " + syncfs", "apply", w, f"tar {tar_flag[w]} + sync -f", **kw)
-        b.case(f"apply {w}: strata", "apply", w, "strata apply-diff", baseline=tar_id, **kw)
-        if w == "A":
-            b.case("apply A: strata --no-sync", "apply", w, "strata apply-diff --no-sync",
-                   baseline="apply A: strata", **kw)
+        b.case(f"apply {w}: strata", "apply", w, "strata apply-diff (durable: one syncfs)",
+               baseline=tar_id + " + syncfs", **kw)
+        b.case(f"apply {w}: strata --no-sync", "apply", w, "strata apply-diff --no-sync",
+               baseline=tar_id, **kw)
         if w in ("A", "B"):
             b.case(f"remove {w}: rm -rf", "latency", w, "rm -rf of tar's tree (warm)")
             for op in ("exists", "diff-size", "remove"):
@@ -107,8 +107,7 @@ def apply_group(b, workloads):
     for i in range(b.iterations):
         for w in workloads:
             order = ["tar", "strata"] if i % 2 == 0 else ["strata", "tar"]
-            if w == "A":
-                order.append("nosync")
+            order.insert(1, "nosync")
             for who in order:
                 try:
                     if who == "tar":
