@@ -113,19 +113,23 @@ impl Db {
 
     /// The records of `id` and its ancestors, `id` first, read in one snapshot (one read
     /// transaction for the whole chain: a 500-layer chain costs one transaction, not 500).
-    /// `Ok(None)` if `id` has no record; a missing ancestor is named in the error.
+    /// Only the first record carries its mount state; the ancestors' `refs`/`mount` are
+    /// left empty (nothing that walks a chain needs them, and reading them would cost a
+    /// file lookup per layer). `Ok(None)` if `id` has no record; a missing ancestor is named
+    /// in the error.
     pub fn chain(&self, id: &str) -> Result<Option<Vec<LayerRecord>>> {
         let r = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
         let read = |key: &str| -> Result<Option<LayerRecord>> {
             match t.get(key).map_err(|e| self.err(e))? {
-                Some(bytes) => Ok(Some(self.decode(key, bytes.value())?)),
+                Some(bytes) => Ok(Some(self.decode_bare(key, bytes.value())?)),
                 None => Ok(None),
             }
         };
-        let Some(first) = read(id)? else {
+        let Some(mut first) = read(id)? else {
             return Ok(None);
         };
+        self.load_mount_state(&mut first);
         let mut out = vec![first];
         let mut seen = std::collections::HashSet::new();
         seen.insert(id.to_string());
@@ -145,8 +149,22 @@ impl Db {
     }
 
     fn decode(&self, id: &str, bytes: &[u8]) -> Result<LayerRecord> {
+        let mut rec = self.decode_bare(id, bytes)?;
+        self.load_mount_state(&mut rec);
+        Ok(rec)
+    }
+
+    /// The record without its mount state (`refs` 0, `mount` none).
+    fn decode_bare(&self, id: &str, bytes: &[u8]) -> Result<LayerRecord> {
         let mut rec: LayerRecord = serde_json::from_slice(bytes)
             .map_err(|e| self.err(format!("record of layer {id:?} is unreadable: {e}")))?;
+        rec.refs = 0;
+        rec.mount = None;
+        Ok(rec)
+    }
+
+    fn load_mount_state(&self, rec: &mut LayerRecord) {
+        let id = rec.id.as_str();
         let state = std::fs::read(self.mounts.join(id))
             .ok()
             .and_then(|b| serde_json::from_slice::<MountFile>(&b).ok());
@@ -154,7 +172,6 @@ impl Db {
             Some(m) => (m.refs, m.mount),
             None => (0, None),
         };
-        Ok(rec)
     }
 
     /// Records `rec.refs` and `rec.mount` (and nothing else of `rec`) without a database
@@ -218,10 +235,17 @@ impl Db {
     pub fn list(&self) -> Result<Vec<LayerRecord>> {
         let r = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
+        // One directory listing instead of a failed file lookup per unmounted layer.
+        let mounted: std::collections::HashSet<String> =
+            self.mount_state_ids()?.into_iter().collect();
         let mut out = Vec::new();
         for item in t.iter().map_err(|e| self.err(e))? {
             let (k, v) = item.map_err(|e| self.err(e))?;
-            out.push(self.decode(k.value(), v.value())?);
+            let mut rec = self.decode_bare(k.value(), v.value())?;
+            if mounted.contains(k.value()) {
+                self.load_mount_state(&mut rec);
+            }
+            out.push(rec);
         }
         Ok(out)
     }

@@ -229,7 +229,8 @@ impl Store {
             .ok_or_else(|| Error::NotFound(id.to_string()))
     }
 
-    /// The records of `id` and its ancestors, `id` first.
+    /// The records of `id` and its ancestors, `id` first; only `id`'s record carries its
+    /// mount state (see [`Db::chain`]).
     pub fn chain(&self, id: &str) -> Result<Vec<LayerRecord>> {
         self.db
             .chain(id)?
