@@ -201,7 +201,7 @@ def markdown(b, chart_rel):
         "`sudo scripts/bench` (`--quick` for one iteration). Every contender runs in the same "
         f"run, alternating per iteration ({b.iterations} iteration(s)), page cache dropped "
         "before each timed run (latency rows: warm caches, as a caller sees them). The "
-        "machine is shared with other builds, so absolute times are noisy; the ratios within "
+        "machine is a virtual machine whose disk and CPU are shared, so absolute times are noisy; the ratios within "
         "one run are what count.",
         "",
         "## Machine",
