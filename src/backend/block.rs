@@ -89,11 +89,7 @@ impl Block {
     /// Checks that the block backend can work here (overlayfs, loop devices) and reads its
     /// options: `size` (default sandbox size, 20 GiB without it) and `vhd`.
     pub fn open(root: &Path, options: &DriverOptions) -> Result<Block> {
-        let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-        if !fs
-            .lines()
-            .any(|l| l.split_whitespace().last() == Some("overlay"))
-        {
+        if !mount::kernel_has_overlay() {
             return Err(Error::Unsupported(
                 "the kernel has no overlayfs (modprobe overlay), which the block backend stacks images with".into(),
             ));

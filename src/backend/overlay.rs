@@ -86,11 +86,7 @@ impl Overlay {
     /// Checks that overlay can work for a store at `root` (overlayfs available, backing
     /// filesystem not overlayfs and with `d_type`), picks mount options and probes quotas.
     pub fn open(root: &Path, driver_options: &DriverOptions) -> Result<Overlay> {
-        let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-        if !fs
-            .lines()
-            .any(|l| l.split_whitespace().last() == Some("overlay"))
-        {
+        if !mount::kernel_has_overlay() {
             return Err(Error::Unsupported(
                 "the kernel has no overlayfs (modprobe overlay), use --driver vfs".into(),
             ));

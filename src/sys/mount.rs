@@ -58,6 +58,14 @@ fn with_log(fs: &OwnedFd, what: &str, e: rustix::io::Errno) -> io::Error {
     io::Error::new(io::Error::from(e).kind(), msg)
 }
 
+/// Whether the running kernel knows overlayfs (listed in `/proc/filesystems`).
+pub fn kernel_has_overlay() -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"))
+}
+
 /// Whether strata mounts overlays with the new mount API: the kernel's overlayfs accepts
 /// `lowerdir+` (Linux 6.8+, probed once) and `STRATA_MOUNT_API=classic` does not force the
 /// classic path (for testing it on new kernels).
