@@ -70,11 +70,18 @@ impl PipeWriter {
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
     }
 
-    /// Ends the stream: flushes on success, or hands the error to the reader.
+    /// Ends the stream: flushes on success, or hands the error to the reader (after the data
+    /// written before it, so the reader sees exactly where the stream broke off).
     pub fn finish(mut self, outcome: io::Result<()>) {
-        let last = match outcome.and_then(|()| self.send_buf()) {
-            Ok(()) => Msg::End,
-            Err(e) => Msg::Fail(e),
+        let last = match outcome {
+            Ok(()) => match self.send_buf() {
+                Ok(()) => Msg::End,
+                Err(e) => Msg::Fail(e),
+            },
+            Err(e) => {
+                let _ = self.send_buf();
+                Msg::Fail(e)
+            }
         };
         let _ = self.tx.send(last);
     }
@@ -140,7 +147,9 @@ impl Read for PipeReader {
         while self.pos == self.current.len() {
             if self.done {
                 return if self.failed {
-                    Err(io::Error::other("the stream failed earlier and is incomplete"))
+                    Err(io::Error::other(
+                        "the stream failed earlier and is incomplete",
+                    ))
                 } else {
                     Ok(0)
                 };
@@ -214,9 +223,15 @@ mod tests {
         });
         let mut out = Vec::new();
         let err = r.read_to_end(&mut out).unwrap_err();
-        assert!(err.to_string().contains("stopped without finishing"), "{err}");
+        assert!(
+            err.to_string().contains("stopped without finishing"),
+            "{err}"
+        );
         assert!(t.join().is_err());
-        assert!(r.read(&mut [0u8; 8]).is_err(), "a failed stream stays failed");
+        assert!(
+            r.read(&mut [0u8; 8]).is_err(),
+            "a failed stream stays failed"
+        );
 
         let (w, mut r) = pipe();
         drop(w);
@@ -224,7 +239,11 @@ mod tests {
 
         let (w, mut r) = pipe();
         w.finish(Ok(()));
-        assert_eq!(r.read_to_end(&mut Vec::new()).unwrap(), 0, "empty but finished");
+        assert_eq!(
+            r.read_to_end(&mut Vec::new()).unwrap(),
+            0,
+            "empty but finished"
+        );
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! compared by the diff engine, and the references are released afterwards (for a diff
 //! stream, when the export finishes or the reader goes away).
 
+use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 
 use super::{Graph, Mounted};
-use crate::archive::{changes, export, pipe, tarsplit, Change};
+use crate::archive::{self, changes, export, pipe, tarsplit, Change};
 use crate::driver::DiffStream;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
 use crate::sys::lock::DirLock;
+use crate::{failpoint, fsutil};
 
 /// What keeps the tree a change list was computed from readable: the layer held busy (native)
 /// or its `get` reference (naive).
@@ -68,19 +70,12 @@ pub(super) fn size(graph: &Graph, id: &str, base: Option<&str>) -> Result<u64> {
 /// A tar of the changes, produced on a helper thread while the caller reads it.
 pub(super) fn export(graph: &Graph, id: &str, base: Option<&str>) -> Result<DiffStream> {
     let (list, mount, fd) = changes(graph, id, base)?;
-    let (mut writer, reader) = pipe::pipe();
-    let layer = id.to_string();
-    std::thread::Builder::new()
-        .name(format!("diff-{id}"))
-        .spawn(move || {
-            let outcome = export::export_changes(fd.as_fd(), &list, &mut writer)
-                .map_err(|e| std::io::Error::other(format!("exporting layer {layer:?}: {e}")));
-            drop(fd);
-            drop(mount);
-            writer.finish(outcome);
-        })
-        .ctx(|| "starting the export thread".into())?;
-    Ok(Box::new(reader))
+    spawn_producer("diff", id, move |out| {
+        let outcome = export::export_changes(fd.as_fd(), &list, out);
+        drop(fd);
+        drop(mount);
+        outcome
+    })
 }
 
 /// The applied tar, reassembled from the layer's tar-split record (no mount needed). The
@@ -90,16 +85,94 @@ pub(super) fn exact(graph: &Graph, id: &str) -> Result<DiffStream> {
     let guard = store.busy_guard(id, false, "exact diff")?;
     let layer_dir = store.layer_dir(id);
     let root = graph.backend().open_content(store, id)?;
-    let (mut writer, reader) = pipe::pipe();
+    spawn_producer("exact", id, move |out| {
+        let outcome = tarsplit::reassemble(&layer_dir, root.as_fd(), out);
+        drop(guard);
+        outcome
+    })
+}
+
+/// Runs `produce` on a helper thread writing into a pipe whose reading end is returned.
+/// Whatever stops the producer early — an error, a panic — reaches the reader as an error
+/// naming the layer, never as a clean end of a short tar.
+fn spawn_producer<F>(what: &'static str, id: &str, produce: F) -> Result<DiffStream>
+where
+    F: FnOnce(&mut dyn Write) -> std::result::Result<(), archive::Error> + Send + 'static,
+{
+    let (writer, reader) = pipe::pipe();
     let layer = id.to_string();
     std::thread::Builder::new()
-        .name(format!("exact-{id}"))
+        .name(format!("{what}-{id}"))
         .spawn(move || {
-            let outcome = tarsplit::reassemble(&layer_dir, root.as_fd(), &mut writer)
-                .map_err(|e| std::io::Error::other(format!("re-exporting layer {layer:?}: {e}")));
-            drop(guard);
-            writer.finish(outcome);
+            let mut out = Faulty::new(writer, &layer);
+            let run = std::panic::catch_unwind(AssertUnwindSafe(|| produce(&mut out)));
+            let outcome = match run {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(io::Error::other(format!("exporting layer {layer:?}: {e}"))),
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown cause".into());
+                    Err(io::Error::other(format!(
+                        "exporting layer {layer:?}: the export thread panicked: {msg}"
+                    )))
+                }
+            };
+            if let Err(e) = &outcome {
+                tracing::error!(layer = %layer, error = %e, "diff export failed");
+            }
+            out.inner.finish(outcome);
         })
         .ctx(|| "starting the export thread".into())?;
     Ok(Box::new(reader))
+}
+
+/// Bytes let through before an injected export fault fires: past the first entry's header,
+/// so the reader has already received part of a tar.
+const FAULT_AFTER: usize = 1024;
+
+/// The pipe's writing end, with the `export-error`/`export-panic` faults of
+/// [`crate::failpoint`] applied (looked up once per export).
+struct Faulty {
+    inner: pipe::PipeWriter,
+    fault: Option<&'static str>,
+    written: usize,
+}
+
+impl Faulty {
+    fn new(inner: pipe::PipeWriter, layer: &str) -> Self {
+        let fault = ["export-error", "export-panic"]
+            .into_iter()
+            .find(|f| failpoint::fault(f, layer));
+        Faulty {
+            inner,
+            fault,
+            written: 0,
+        }
+    }
+}
+
+impl Write for Faulty {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let Some(fault) = self.fault else {
+            return self.inner.write(data);
+        };
+        if self.written >= FAULT_AFTER {
+            if fault == "export-panic" {
+                panic!("injected fault export-panic");
+            }
+            return Err(io::Error::other("injected fault export-error"));
+        }
+        let n = self
+            .inner
+            .write(&data[..data.len().min(FAULT_AFTER - self.written)])?;
+        self.written += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
