@@ -7,17 +7,20 @@ mod common;
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::OsStringExt;
 
 use common::graph::random_content;
 use common::tars::{Meta, TarBuilder};
-use common::tree::write_file;
-use common::Store;
+use common::tree::{mkdir_all, mknod, write_file};
+use common::{assert_mentions, Store};
 use strata::graph::{Graph, GraphConfig};
 use strata::Driver;
 
 backend_tests!(
     injected_export_faults_fail_the_cli,
     injected_export_faults_fail_the_library_stream,
+    whiteout_named_files_are_refused_by_diff_and_changes,
+    zero_zero_char_devices_are_not_exported_as_devices,
 );
 
 /// A tar with a few files, large enough that an export fault fires after its first blocks.
@@ -153,4 +156,138 @@ fn injected_export_faults_fail_the_library_stream(backend: &str) {
     for l in graph.list().unwrap() {
         assert_eq!(l.refs, 0, "{}: mount references left", l.id);
     }
+}
+
+/// `diff` of `layer` against its parent: the tar, or the refusal (stderr) — never anything
+/// else (a crash, a timeout).
+fn diff_or_refusal(s: &Store, layer: &str) -> Result<Vec<u8>, String> {
+    let out = s.run(["diff", layer]);
+    if out.code == Some(0) {
+        Ok(out.stdout)
+    } else {
+        Err(out.expect_failure())
+    }
+}
+
+/// A base layer with `/etc/passwd` and `/srv/keep`, and a container layer on it.
+fn base_with_passwd(s: &Store, ctr: &str) {
+    if !s.exists("base") {
+        let mut t = TarBuilder::new();
+        t.dir("etc", Meta::mode(0o755));
+        t.file("etc/passwd", b"root:x:0:0\n", Meta::mode(0o644));
+        t.dir("srv", Meta::mode(0o755));
+        t.file("srv/keep", b"keep", Meta::mode(0o644));
+        s.create("base", None);
+        s.apply_diff("base", None, &t.finish());
+    }
+    s.create_rw(ctr, Some("base"));
+}
+
+/// A container that creates files whose names apply reads as whiteouts (`etc/.wh.passwd`,
+/// `srv/.wh..wh..opq`, a directory `.wh.dir/`): `diff` refuses naming the path and why, and
+/// `changes` refuses the same way instead of listing an addition the layer would turn into a
+/// deletion. Without such a name the same layer exports fine.
+fn whiteout_named_files_are_refused_by_diff_and_changes(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("wh-file", &["etc/.wh.passwd"], "/etc/.wh.passwd"),
+        ("wh-opq", &["srv/.wh..wh..opq"], "/srv/.wh..wh..opq"),
+        ("wh-dir", &[".wh.dir/inner"], "/.wh.dir"),
+    ];
+    for (ctr, files, shown) in cases {
+        base_with_passwd(&s, ctr);
+        let mnt = s.get(ctr);
+        for f in files {
+            if let Some((dir, _)) = f.rsplit_once('/') {
+                mkdir_all(&mnt, dir, 0o755);
+            }
+            write_file(&mnt, f, b"", 0o644);
+        }
+        write_file(&mnt, "ordinary", b"fine", 0o644);
+        s.put(ctr);
+
+        let err = diff_or_refusal(&s, ctr).expect_err("a .wh. name must not be exported");
+        assert_mentions(&err, shown, "diff error names the path");
+        assert_mentions(&err, ctr, "diff error names the layer");
+        assert_mentions(&err, "whiteout", "diff error says why");
+        let changes_err = s.fail(["changes", ctr]);
+        assert_mentions(&changes_err, shown, "changes error names the path");
+        assert_mentions(&changes_err, "whiteout", "changes error says why");
+        assert_eq!(
+            err.lines().last(),
+            changes_err.lines().last(),
+            "changes and diff refuse with the same message"
+        );
+
+        // Without the whiteout-named entry the layer exports, and applying it elsewhere
+        // deletes nothing.
+        let top = files[0].split('/').next().unwrap();
+        let top = if top.starts_with(".wh.") {
+            top
+        } else {
+            files[0]
+        };
+        s.with_layer(ctr, |mnt| common::tree::remove_all(mnt, top));
+        let tar = diff_or_refusal(&s, ctr).expect("exportable once the name is gone");
+        let copy = format!("{ctr}-copy");
+        s.create(&copy, Some("base"));
+        s.apply_diff(&copy, Some("base"), &tar);
+        let snap = s.snapshot(&copy);
+        assert!(
+            snap.contains_key("/etc/passwd"),
+            "{ctr}: /etc/passwd survives"
+        );
+        assert!(snap.contains_key("/srv/keep"), "{ctr}: /srv/keep survives");
+        assert!(
+            snap.contains_key("/ordinary"),
+            "{ctr}: the ordinary file is there"
+        );
+    }
+}
+
+/// A container can mknod a `0:0` character device (on vfs it is a plain node in the layer).
+/// Apply rejects such an entry (it is overlayfs' deletion marker), so `diff` must refuse it
+/// naming the path — or, where the backend never shows it as a node, write something apply
+/// accepts. Other devices round-trip.
+fn zero_zero_char_devices_are_not_exported_as_devices(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    base_with_passwd(&s, "ctr");
+    let mnt = s.get("ctr");
+    mkdir_all(&mnt, "dev", 0o755);
+    mknod(&mnt, "dev/null", libc::S_IFCHR | 0o666, 1, 3);
+    let sneaky =
+        std::ffi::CString::new(mnt.join("dev/sneaky").into_os_string().into_vec()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mknod does not keep it.
+    let rc = unsafe { libc::mknod(sneaky.as_ptr(), libc::S_IFCHR | 0o600, 0) };
+    let made = rc == 0;
+    if !made {
+        // overlayfs refuses to create its own deletion marker through the mount.
+        assert_eq!(
+            backend,
+            "overlay",
+            "mknod 0:0: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    s.put("ctr");
+    match diff_or_refusal(&s, "ctr") {
+        Err(err) => {
+            assert_mentions(&err, "/dev/sneaky", "error names the device");
+            assert_mentions(&err, "0:0", "error says why");
+        }
+        Ok(tar) => {
+            assert!(!made, "the layer holds a 0:0 node: it must be refused");
+            s.create("ctr-copy", Some("base"));
+            s.apply_diff("ctr-copy", Some("base"), &tar);
+        }
+    }
+    s.with_layer("ctr", |mnt| fs::remove_file(mnt.join("dev/sneaky")).ok());
+    let tar = diff_or_refusal(&s, "ctr").expect("exportable without the 0:0 device");
+    s.create("ctr-copy2", Some("base"));
+    s.apply_diff("ctr-copy2", Some("base"), &tar);
+    let snap = s.snapshot("ctr-copy2");
+    assert_eq!(
+        snap["/dev/null"].kind,
+        common::tree::Kind::CharDev(libc::makedev(1, 3))
+    );
 }

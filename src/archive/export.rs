@@ -27,6 +27,17 @@
 //! * Bytes written for a regular file equal the size in its header; a file that changed size
 //!   while being read is an error, not a corrupt tar.
 //!
+//! # Refused
+//!
+//! What apply would read as something else is refused, naming the path and the reason,
+//! instead of being written into a layer that means something other than the tree:
+//!
+//! * a path with a component starting with `.wh.` (see [`refuse_whiteout_name`]): apply
+//!   reads `.wh.<name>` as the deletion of `<name>` and `.wh..wh..opq` as an opaque
+//!   directory;
+//! * a `0:0` character device: overlayfs' deletion marker, which apply rejects (and other
+//!   runtimes read as a deletion).
+//!
 //! # Safety
 //!
 //! The tree is never addressed by joined path strings: parent directories are opened one
@@ -47,7 +58,7 @@ use tar::EntryType;
 
 use super::fsmeta::{self, Xattr};
 use super::walk::{self, DirCursor};
-use super::{Change, ChangeKind, Error};
+use super::{Change, ChangeKind, Error, Rule};
 use header::{padding, write_header, Hdr};
 
 const BLOCK: usize = 512;
@@ -102,11 +113,39 @@ struct Exporter<'w, 'r> {
     buf: Vec<u8>,
 }
 
+/// Refuses a path that apply would read as a whiteout: one with a component starting with
+/// `.wh.` (`.wh.<name>` deletes `<name>` wherever the layer is applied, `.wh..wh..opq` makes a
+/// directory opaque). Such names can only come from a container; exporting them would turn
+/// an added file into a deletion. `changes` and `diff` both refuse with this error.
+pub fn refuse_whiteout_name(path: &[u8]) -> Result<(), Error> {
+    let whiteout = path
+        .split(|b| *b == b'/')
+        .any(|c| c.starts_with(WHITEOUT_PREFIX));
+    if !whiteout {
+        return Ok(());
+    }
+    let mut shown = Vec::with_capacity(path.len() + 1);
+    if !path.starts_with(b"/") {
+        shown.push(b'/');
+    }
+    shown.extend_from_slice(path);
+    Err(Error::entry(
+        shown,
+        Rule::Whiteout,
+        "a name starting with \".wh.\" cannot be exported: applying the layer would read it as \
+         a whiteout (deleting or hiding files of the layers below) instead of adding it",
+    ))
+}
+
+/// Prefix of Docker's whiteout names.
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+
 impl Exporter<'_, '_> {
     fn whiteout(&mut self, comps: &[&[u8]]) -> Result<(), Error> {
         let Some((name, dirs)) = comps.split_last() else {
             return Ok(());
         };
+        refuse_whiteout_name(&walk::join(comps))?;
         let mut wh = walk::join(dirs);
         if !wh.is_empty() {
             wh.push(b'/');
@@ -134,6 +173,7 @@ impl Exporter<'_, '_> {
             return Ok(());
         };
         let rel = walk::join(comps);
+        refuse_whiteout_name(&rel)?;
         let shown = format!("/{}", walk::show(&rel));
         let dir = self
             .cursor
@@ -208,6 +248,14 @@ impl Exporter<'_, '_> {
                 } else {
                     (rustix::fs::major(info.rdev), rustix::fs::minor(info.rdev))
                 };
+                if kind == EntryType::Char && dev == (0, 0) {
+                    return Err(Error::entry(
+                        format!("/{}", walk::show(&rel)),
+                        Rule::Device,
+                        "a 0:0 character device cannot be exported: it is overlayfs' deletion \
+                         marker, which apply rejects and other runtimes read as a whiteout",
+                    ));
+                }
                 let xattrs =
                     exported(fsmeta::read_at(dir, OsStr::from_bytes(name)).map_err(xattr_err)?);
                 let hdr = Hdr {

@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
 
 use super::{Graph, Mounted};
@@ -58,6 +59,21 @@ pub(super) fn changes(
     Ok((list, Hold::Mounted(new), new_fd))
 }
 
+/// Refuses a change list holding a path `diff` would refuse to export because apply would read
+/// it as a whiteout (see [`export::refuse_whiteout_name`]), so that `changes` never lists
+/// an addition the exported layer would turn into a deletion.
+pub(super) fn refuse_whiteout_names(id: &str, list: &[Change]) -> Result<()> {
+    for c in list {
+        export::refuse_whiteout_name(c.path.as_os_str().as_bytes()).map_err(|source| {
+            Error::Archive {
+                layer: id.to_string(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// Bytes of added and modified non-directories.
 pub(super) fn size(graph: &Graph, id: &str, base: Option<&str>) -> Result<u64> {
     let (list, _mount, fd) = changes(graph, id, base)?;
@@ -70,6 +86,8 @@ pub(super) fn size(graph: &Graph, id: &str, base: Option<&str>) -> Result<u64> {
 /// A tar of the changes, produced on a helper thread while the caller reads it.
 pub(super) fn export(graph: &Graph, id: &str, base: Option<&str>) -> Result<DiffStream> {
     let (list, mount, fd) = changes(graph, id, base)?;
+    // Refused before any byte is streamed, with the error `changes` gives.
+    refuse_whiteout_names(id, &list)?;
     spawn_producer("diff", id, move |out| {
         let outcome = export::export_changes(fd.as_fd(), &list, out);
         drop(fd);

@@ -556,7 +556,9 @@ impl Driver for Graph {
 
     fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
         let base = self.base_of(id, parent)?;
-        diff::changes(self, id, base.as_deref()).map(|(c, _, _)| c)
+        let (list, _, _) = diff::changes(self, id, base.as_deref())?;
+        diff::refuse_whiteout_names(id, &list)?;
+        Ok(list)
     }
 
     fn apply_diff(
