@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use common::graph::random_content;
 use common::tars::{Meta, TarBuilder};
@@ -21,6 +21,7 @@ backend_tests!(
     injected_export_faults_fail_the_library_stream,
     whiteout_named_files_are_refused_by_diff_and_changes,
     zero_zero_char_devices_are_not_exported_as_devices,
+    changes_output_cannot_be_forged_by_names,
 );
 
 /// A tar with a few files, large enough that an export fault fires after its first blocks.
@@ -290,4 +291,77 @@ fn zero_zero_char_devices_are_not_exported_as_devices(backend: &str) {
         snap["/dev/null"].kind,
         common::tree::Kind::CharDev(libc::makedev(1, 3))
     );
+}
+
+/// Undoes the CLI's path escaping (`\\`, `\n`, `\t`, `\r`, `\xNN`).
+fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut it = s.bytes();
+    while let Some(b) = it.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match it.next().expect("dangling backslash") {
+            b'n' => out.push(b'\n'),
+            b't' => out.push(b'\t'),
+            b'r' => out.push(b'\r'),
+            b'\\' => out.push(b'\\'),
+            b'x' => {
+                let hex = [it.next().unwrap(), it.next().unwrap()];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).unwrap(), 16).unwrap());
+            }
+            other => panic!("unknown escape \\{}", other as char),
+        }
+    }
+    out
+}
+
+/// A directory named `x\nD /etc` must not make `changes` print a `D /etc/passwd` line;
+/// control characters, backslashes and invalid UTF-8 are escaped in text output, and `--json`
+/// carries the same escaped form, which gives back every byte of the name.
+fn changes_output_cannot_be_forged_by_names(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    base_with_passwd(&s, "ctr");
+    let names: [&[u8]; 3] = [b"x\nD /etc", b"tab\there\\back", b"bad\xffutf8\r"];
+    s.with_layer("ctr", |mnt| {
+        for n in names {
+            let dir = mnt.join(std::ffi::OsStr::from_bytes(n));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("passwd"), b"x").unwrap();
+        }
+    });
+    let out = s.run(["changes", "ctr"]);
+    out.expect_code(0);
+    let text = String::from_utf8(out.stdout.clone()).expect("text output is valid UTF-8");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("D ")),
+        "nothing was deleted: {lines:?}"
+    );
+    assert!(lines.contains(&"A /x\\nD /etc/passwd"), "{lines:?}");
+    assert!(lines.contains(&"A /tab\\there\\\\back"), "{lines:?}");
+    assert!(lines.contains(&"A /bad\\xffutf8\\r"), "{lines:?}");
+    // `/x\nD ` and `/x\nD /etc`, two more directories, three files.
+    assert_eq!(lines.len(), 7, "{lines:?}");
+
+    let json = s.ok(["--json", "changes", "ctr"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let paths: Vec<Vec<u8>> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| unescape(c["Path"].as_str().unwrap()))
+        .collect();
+    for n in names {
+        let mut want = b"/".to_vec();
+        want.extend_from_slice(n);
+        assert!(
+            paths.contains(&want),
+            "{:?} lost in {json}",
+            String::from_utf8_lossy(n)
+        );
+        want.extend_from_slice(b"/passwd");
+        assert!(paths.contains(&want), "{json}");
+    }
 }

@@ -21,6 +21,7 @@ pub mod export;
 pub mod fsmeta;
 pub mod name;
 pub mod overlay_changes;
+pub mod pathfmt;
 pub mod pipe;
 pub mod sparse;
 pub mod tarsplit;

@@ -141,6 +141,11 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Print the layer's changes ("A|C|D /path"), sorted.
+    ///
+    /// Paths are escaped, in text and --json output alike, so that no file name can forge a
+    /// line or lose bytes: a backslash is printed as \\, newline, tab and carriage return as
+    /// \n, \t and \r, and other control characters, invalid UTF-8 and invisible or
+    /// text-reordering characters as \xNN per byte.
     Changes {
         /// Layer id.
         id: String,

@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use strata::archive::pathfmt;
 use strata::graph::LayerInfo;
 use strata::Change;
 
@@ -37,6 +38,12 @@ pub fn metadata(out: &mut dyn Write, m: &BTreeMap<String, String>) -> Result<()>
     Ok(())
 }
 
+/// A path a layer's content controls, escaped for output (text and JSON alike; see
+/// [`strata::archive::pathfmt`]): no name can forge a line or lose bytes.
+fn shown_path(path: &Path) -> String {
+    pathfmt::escape(path.as_os_str().as_bytes())
+}
+
 /// `A /path` lines sorted by path, or Docker's JSON shape `[{"Path": .., "Kind": n}]`.
 pub fn changes(out: &mut dyn Write, list: &[Change], json: bool) -> Result<()> {
     let mut sorted: Vec<&Change> = list.iter().collect();
@@ -49,13 +56,12 @@ pub fn changes(out: &mut dyn Write, list: &[Change], json: bool) -> Result<()> {
     if json {
         let v: Vec<serde_json::Value> = sorted
             .iter()
-            .map(|c| serde_json::json!({"Path": c.path.to_string_lossy(), "Kind": c.kind.code()}))
+            .map(|c| serde_json::json!({"Path": shown_path(&c.path), "Kind": c.kind.code()}))
             .collect();
         writeln!(out, "{}", serde_json::Value::Array(v))?;
     } else {
         for c in sorted {
-            write!(out, "{} ", c.kind.letter())?;
-            path_line(out, &c.path)?;
+            writeln!(out, "{} {}", c.kind.letter(), shown_path(&c.path))?;
         }
     }
     Ok(())
