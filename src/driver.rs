@@ -29,8 +29,12 @@ pub struct CreateOpts {
 /// What a driver can promise about its diffs (Docker's `graphdriver.Capabilities`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Capabilities {
-    /// `diff` of an unmodified applied layer reproduces the applied tar byte for byte, so the
-    /// caller need not keep tar-split data of its own.
+    /// `diff` against its own parent reproduces the applied tar byte for byte for every layer
+    /// whose content came from exactly one `apply_diff` onto the freshly created layer (never
+    /// served writable through `get`, before or after the apply): dockerd's image layers. For
+    /// any other layer (a container layer, one served writable, one applied twice) `diff`
+    /// compares trees instead and logs a warning for applied layers; the layer's `metadata`
+    /// shows which case holds (`ExactDiff`: `true` or `false (<reason>)`).
     pub reproduces_exact_diffs: bool,
 }
 

@@ -22,6 +22,7 @@ backend_tests!(
     whiteout_named_files_are_refused_by_diff_and_changes,
     zero_zero_char_devices_are_not_exported_as_devices,
     changes_output_cannot_be_forged_by_names,
+    metadata_tells_whether_the_exact_diff_holds,
 );
 
 /// A tar with a few files, large enough that an export fault fires after its first blocks.
@@ -364,4 +365,56 @@ fn changes_output_cannot_be_forged_by_names(backend: &str) {
         want.extend_from_slice(b"/passwd");
         assert!(paths.contains(&want), "{json}");
     }
+}
+
+/// `metadata`'s `ExactDiff`.
+fn exact_diff(s: &Store, layer: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&s.ok(["metadata", layer])).unwrap();
+    v["ExactDiff"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ExactDiff in {v}"))
+        .to_string()
+}
+
+/// `metadata` shows whether `diff` will reproduce the applied tar: `true` after one apply onto
+/// a fresh layer, `false (<reason>)` once the layer was served writable, applied twice or never
+/// applied; the tree-comparing fallback of an applied layer logs a warning naming it.
+fn metadata_tells_whether_the_exact_diff_holds(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    let tar = some_tar(7);
+    s.create("img", None);
+    assert_eq!(exact_diff(&s, "img"), "false (never applied)");
+    s.apply_diff("img", None, &tar);
+    assert_eq!(exact_diff(&s, "img"), "true");
+    let out = s.run(["diff", "img"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, tar, "the promise holds");
+    assert!(!out.stderr.contains("WARN"), "{}", out.stderr);
+
+    // A read-only get (the layer has a child) keeps the record valid.
+    s.create("child", Some("img"));
+    s.get("img");
+    s.put("img");
+    assert_eq!(exact_diff(&s, "img"), "true");
+    s.remove("child");
+
+    // A writable get ends it, visibly.
+    s.get("img");
+    s.put("img");
+    let state = exact_diff(&s, "img");
+    assert!(state.starts_with("false (served writable"), "{state}");
+    let out = s.run(["diff", "img"]);
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains("WARN") && out.stderr.contains("img"),
+        "the fallback warns naming the layer: {}",
+        out.stderr
+    );
+
+    s.create("twice", None);
+    s.apply_diff("twice", None, &tar);
+    s.apply_diff("twice", None, &some_tar(8));
+    assert_eq!(exact_diff(&s, "twice"), "false (applied more than once)");
+    s.create_rw("ctr", Some("img"));
+    assert_eq!(exact_diff(&s, "ctr"), "false (never applied)");
 }

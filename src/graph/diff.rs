@@ -11,6 +11,7 @@ use super::{Graph, Mounted};
 use crate::archive::{self, changes, export, pipe, tarsplit, Change};
 use crate::driver::DiffStream;
 use crate::error::{Error, IoContext, Result};
+use crate::store::LayerRecord;
 use crate::sys::lock::DirLock;
 use crate::{failpoint, fsutil};
 
@@ -94,6 +95,25 @@ pub(super) fn export(graph: &Graph, id: &str, base: Option<&str>) -> Result<Diff
         drop(mount);
         outcome
     })
+}
+
+/// Whether `rec`'s tar-split record reproduces its content exactly, so that `diff` against
+/// its own parent re-exports the applied tar byte for byte; if not, why.
+///
+/// Valid only for a layer whose whole content came from one recorded apply onto the freshly
+/// created (never served writable) layer, and which has not been served writable since.
+pub(super) fn exact_state(rec: &LayerRecord) -> std::result::Result<(), &'static str> {
+    if rec.exact {
+        Ok(())
+    } else if rec.dirty {
+        Err("served writable since its last apply")
+    } else if rec.generation == 0 {
+        Err("never applied")
+    } else if rec.generation > 1 {
+        Err("applied more than once")
+    } else {
+        Err("applied onto content written through a writable mount")
+    }
 }
 
 /// The applied tar, reassembled from the layer's tar-split record (no mount needed). The
