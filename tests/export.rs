@@ -23,6 +23,8 @@ backend_tests!(
     zero_zero_char_devices_are_not_exported_as_devices,
     changes_output_cannot_be_forged_by_names,
     metadata_tells_whether_the_exact_diff_holds,
+    sparse_giant_is_refused_quickly,
+    sparse_file_exports_small_and_round_trips,
 );
 
 /// A tar with a few files, large enough that an export fault fires after its first blocks.
@@ -417,4 +419,133 @@ fn metadata_tells_whether_the_exact_diff_holds(backend: &str) {
     assert_eq!(exact_diff(&s, "twice"), "false (applied more than once)");
     s.create_rw("ctr", Some("img"));
     assert_eq!(exact_diff(&s, "ctr"), "false (never applied)");
+}
+
+/// Mounts a tmpfs (whose files may be up to 8 EiB - 1 long, unlike ext4's 16 TiB) where the
+/// store's root will be; the store's drop detaches it.
+fn root_on_tmpfs(s: &Store) {
+    fs::create_dir_all(s.root()).unwrap();
+    let out = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64m,mode=0700",
+            "strata-export-test",
+        ])
+        .arg(s.root())
+        .output()
+        .expect("running mount");
+    assert!(
+        out.status.success(),
+        "mounting a tmpfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `truncate -s 8E` (the largest size Linux allows, 8 EiB - 1) in a container: `diff` refuses
+/// within seconds — it would otherwise stream zeros for centuries — naming the layer, the
+/// path and the limit apply enforces (1 TiB by default, sparse files counted at their size).
+fn sparse_giant_is_refused_quickly(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    root_on_tmpfs(&s);
+    base_with_passwd(&s, "ctr");
+    s.with_layer("ctr", |mnt| {
+        let f = fs::File::create(mnt.join("giant")).unwrap();
+        f.set_len(i64::MAX as u64).unwrap();
+    });
+    let started = std::time::Instant::now();
+    let file = s.scratch().join("giant.tar");
+    let err = s.fail(["diff", "ctr", "-o", file.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "refused only after {took:?}"
+    );
+    assert_mentions(&err, "ctr", "names the layer");
+    assert_mentions(&err, "/giant", "names the path");
+    assert_mentions(&err, &(1u64 << 40).to_string(), "names the limit");
+    assert!(!file.exists(), "no tar left behind");
+    // A file just over the limit is refused too; one at it is not refused for its size.
+    s.with_layer("ctr", |mnt| {
+        fs::File::create(mnt.join("giant"))
+            .unwrap()
+            .set_len((1 << 40) + 1)
+            .unwrap()
+    });
+    assert_mentions(&s.fail(["diff", "ctr"]), "/giant", "just over the limit");
+}
+
+/// A 10 GiB file with a few data extents exports as a small sparse tar, which `apply-diff`
+/// onto the layer's parent restores identically: content, apparent size, and still sparse.
+fn sparse_file_exports_small_and_round_trips(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    base_with_passwd(&s, "ctr");
+    const SIZE: u64 = 10 << 30;
+    let extents: [(u64, usize); 4] = [
+        (0, 4096),
+        (1 << 30, 65536),
+        ((5 << 30) + 123, 1000),
+        (SIZE - 100, 100),
+    ];
+    let mnt = s.get("ctr");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(mnt.join("sparse")).unwrap();
+        f.set_len(SIZE).unwrap();
+        for (i, (off, len)) in extents.iter().enumerate() {
+            f.write_all_at(&random_content(*len, 900 + i as u64), *off)
+                .unwrap();
+        }
+        // Ends in a hole.
+        let g = fs::File::create(mnt.join("tail-hole")).unwrap();
+        g.set_len(SIZE).unwrap();
+        g.write_all_at(b"head", 0).unwrap();
+    }
+    write_file(&mnt, "plain", &random_content(5000, 77), 0o644);
+    s.put("ctr");
+
+    let tar = diff_or_refusal(&s, "ctr").expect("a 10 GiB sparse file is exportable");
+    assert!(tar.len() < 1 << 20, "the tar is {} bytes", tar.len());
+    s.create("copy", Some("base"));
+    s.apply_diff("copy", Some("base"), &tar);
+    let copy = s.get("copy");
+    {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let f = fs::File::open(copy.join("sparse")).unwrap();
+        let meta = f.metadata().unwrap();
+        assert_eq!(meta.len(), SIZE, "apparent size");
+        assert!(
+            meta.blocks() * 512 < 64 << 20,
+            "still sparse: {} blocks",
+            meta.blocks()
+        );
+        for (i, (off, len)) in extents.iter().enumerate() {
+            let mut got = vec![0u8; *len];
+            f.read_exact_at(&mut got, *off).unwrap();
+            assert!(got == random_content(*len, 900 + i as u64), "extent {i}");
+            // The bytes around each extent are zeros.
+            let mut around = [1u8; 16];
+            if *off >= 16 {
+                f.read_exact_at(&mut around, off - 16).unwrap();
+                assert_eq!(around, [0u8; 16], "before extent {i}");
+            }
+        }
+        let g = fs::File::open(copy.join("tail-hole")).unwrap();
+        assert_eq!(g.metadata().unwrap().len(), SIZE);
+        let mut head = [0u8; 8];
+        g.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(&head, b"head\0\0\0\0");
+        assert_eq!(
+            fs::read(copy.join("plain")).unwrap(),
+            random_content(5000, 77)
+        );
+    }
+    s.put("copy");
+    // Files without holes are written as before: in full, under their own name.
+    let plain = common::tars::list_tar(&tar)
+        .into_iter()
+        .find(|e| common::tars::norm(&e.path) == "plain")
+        .expect("plain is a regular entry");
+    assert_eq!(plain.size, 5000);
 }

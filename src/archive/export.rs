@@ -50,13 +50,14 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::FileType;
 use tar::EntryType;
 
 use super::fsmeta::{self, Xattr};
+use super::tarstream::Limits;
 use super::walk::{self, DirCursor};
 use super::{Change, ChangeKind, Error, Rule};
 use header::{padding, write_header, Hdr};
@@ -85,12 +86,7 @@ pub fn export_changes(
     sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.kind.cmp(&b.1.kind)));
     sorted.dedup_by(|a, b| a.0 == b.0);
 
-    let mut ex = Exporter {
-        out: BufWriter::with_capacity(64 * 1024, out),
-        cursor: DirCursor::new(root),
-        links: HashMap::new(),
-        buf: vec![0u8; COPY_BUF],
-    };
+    let mut ex = Exporter::new(root, out);
     for (_, change) in sorted {
         let comps = walk::components(&change.path)?;
         match change.kind {
@@ -111,6 +107,23 @@ struct Exporter<'w, 'r> {
     /// First emitted name of each multiply-linked inode.
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
+    /// Sum of the (real) sizes of the regular files written so far.
+    declared: u64,
+    /// What apply accepts (its default limits): the export refuses what it would reject.
+    limits: Limits,
+}
+
+impl<'w, 'r> Exporter<'w, 'r> {
+    fn new(root: BorrowedFd<'r>, out: &'w mut dyn Write) -> Self {
+        Exporter {
+            out: BufWriter::with_capacity(64 * 1024, out),
+            cursor: DirCursor::new(root),
+            links: HashMap::new(),
+            buf: vec![0u8; COPY_BUF],
+            declared: 0,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// Refuses a path that apply would read as a whiteout: one with a component starting with
@@ -168,6 +181,54 @@ impl Exporter<'_, '_> {
         write_header(&mut self.out, &hdr, &format!("/{}", walk::show(&wh)))
     }
 
+    /// A regular file: its content in full, or only its data extents (PAX GNU sparse 1.0)
+    /// when it has holes. Refused when the layer's files would add up to more than apply
+    /// accepts.
+    fn regular(
+        &mut self,
+        fd: OwnedFd,
+        rel: &[u8],
+        info: &walk::Info,
+        shown: &str,
+    ) -> Result<(), Error> {
+        self.declared = self.declared.saturating_add(info.size);
+        if self.declared > self.limits.max_bytes {
+            return Err(Error::entry(
+                shown,
+                Rule::Limit,
+                format!(
+                    "the file is {} bytes long (holes included), which brings the layer's files \
+                     to {} bytes; apply accepts at most {} (its --max-bytes default), so the \
+                     layer cannot be exported",
+                    info.size, self.declared, self.limits.max_bytes
+                ),
+            ));
+        }
+        let xattrs = exported(
+            fsmeta::read_fd(fd.as_fd())
+                .map_err(|e| Error::io(format!("reading xattrs of {shown}"), e))?,
+        );
+        let map = sparse_file::data_extents(fd.as_fd(), info.size, &self.limits, shown)?;
+        let mut file = File::from(fd);
+        if let Some(segments) = map {
+            let ctx = sparse_file::Entry {
+                rel,
+                info,
+                xattrs: &xattrs,
+                shown,
+            };
+            return sparse_file::write(&mut self.out, &mut file, &ctx, &segments, &mut self.buf);
+        }
+        let hdr = Hdr {
+            kind: EntryType::Regular,
+            size: info.size,
+            xattrs: &xattrs,
+            ..Hdr::new(rel, info)
+        };
+        write_header(&mut self.out, &hdr, shown)?;
+        copy_exact(&mut file, info.size, &mut self.out, &mut self.buf, shown)
+    }
+
     fn add(&mut self, comps: &[&[u8]]) -> Result<(), Error> {
         let Some((name, dirs)) = comps.split_last() else {
             return Ok(());
@@ -213,16 +274,7 @@ impl Exporter<'_, '_> {
             FileType::RegularFile => {
                 let (fd, info) = walk::open_regular(dir, name, &info)
                     .map_err(|e| Error::io(format!("opening {shown}"), e))?;
-                let xattrs = exported(fsmeta::read_fd(fd.as_fd()).map_err(xattr_err)?);
-                let hdr = Hdr {
-                    kind: EntryType::Regular,
-                    size: info.size,
-                    xattrs: &xattrs,
-                    ..Hdr::new(&rel, &info)
-                };
-                write_header(&mut self.out, &hdr, &shown)?;
-                let mut file = File::from(fd);
-                copy_exact(&mut file, info.size, &mut self.out, &mut self.buf, &shown)?;
+                self.regular(fd, &rel, &info, &shown)?
             }
             FileType::Symlink => {
                 let target = walk::read_link(dir, name)
@@ -311,6 +363,35 @@ fn copy_exact(
     buf: &mut [u8],
     shown: &str,
 ) -> Result<(), Error> {
+    copy_n(src, size, out, buf, shown)?;
+    let mut probe = [0u8; 1];
+    loop {
+        match src.read(&mut probe) {
+            Ok(0) => break,
+            Ok(_) => {
+                return Err(Error::io(
+                    format!("reading {shown}"),
+                    io::Error::other(format!(
+                        "file grew while being exported (beyond {size} bytes)"
+                    )),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(format!("reading {shown}"), e)),
+        }
+    }
+    out.write_all(&[0u8; BLOCK][..padding(size)])
+        .map_err(|e| Error::io(format!("writing {shown} to the layer tar"), e))
+}
+
+/// Copies exactly `size` bytes of `src` to `out`; a source that ends early is an error.
+fn copy_n(
+    src: &mut impl Read,
+    size: u64,
+    out: &mut impl Write,
+    buf: &mut [u8],
+    shown: &str,
+) -> Result<(), Error> {
     let read_err = |e| Error::io(format!("reading {shown}"), e);
     let write_err = |e| Error::io(format!("writing {shown} to the layer tar"), e);
     let mut left = size;
@@ -333,23 +414,10 @@ fn copy_exact(
         out.write_all(&buf[..n]).map_err(write_err)?;
         left -= n as u64;
     }
-    let mut probe = [0u8; 1];
-    loop {
-        match src.read(&mut probe) {
-            Ok(0) => break,
-            Ok(_) => {
-                return Err(read_err(io::Error::other(format!(
-                    "file grew while being exported (beyond {size} bytes)"
-                ))))
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(e)),
-        }
-    }
-    out.write_all(&[0u8; BLOCK][..padding(size)])
-        .map_err(write_err)
+    Ok(())
 }
 
 mod header;
+mod sparse_file;
 #[cfg(test)]
 mod tests;

@@ -251,6 +251,18 @@ pub fn data_map(
     }
 }
 
+/// Encodes a format 1.0 map as it goes at the start of the entry's data (the inverse of
+/// [`data_map`]): the segment count, then each segment's offset and length, one decimal
+/// number per line, padded with zeros to a whole block.
+pub fn encode_data_map(segments: &[Segment]) -> Vec<u8> {
+    let mut text = format!("{}\n", segments.len()).into_bytes();
+    for (off, len) in segments {
+        text.extend_from_slice(format!("{off}\n{len}\n").as_bytes());
+    }
+    text.resize(text.len().div_ceil(512) * 512, 0);
+    text
+}
+
 /// Checks a map against the data the stream carries for it.
 pub fn validate(s: &Sparse, data: u64, name: &[u8]) -> Result<(), Error> {
     let mut end = 0u64;
@@ -337,6 +349,28 @@ mod tests {
         p.record(b"map", b"1,2,3", 100).unwrap();
         p.record(b"size", b"10", 100).unwrap();
         assert!(p.header_map(b"f", 100).is_err());
+    }
+
+    #[test]
+    fn encoded_maps_read_back() {
+        let segments = vec![(0, 10), (4096, 5), (1 << 40, 1)];
+        let text = encode_data_map(&segments);
+        assert_eq!(text.len(), 512);
+        let mut blocks = text.chunks(512).map(|c| <[u8; 512]>::try_from(c).unwrap());
+        let (s, used) = data_map(b"f", 1 << 41, 10, 4096, || Ok(blocks.next().unwrap())).unwrap();
+        assert_eq!((s.segments, used), (segments, 512));
+        let many: Vec<Segment> = (0..100).map(|i| (i * 1_000_000_000, 7)).collect();
+        let text = encode_data_map(&many);
+        assert_eq!(text.len() % 512, 0);
+        let mut blocks = text.chunks(512).map(|c| <[u8; 512]>::try_from(c).unwrap());
+        let (s, used) =
+            data_map(b"f", 1 << 41, 200, 1 << 20, || Ok(blocks.next().unwrap())).unwrap();
+        assert_eq!((s.segments, used), (many, text.len() as u64));
+        assert_eq!(encode_data_map(&[]), {
+            let mut v = b"0\n".to_vec();
+            v.resize(512, 0);
+            v
+        });
     }
 
     #[test]
