@@ -26,6 +26,9 @@
 //!   `security.selinux` and `trusted.overlay.*`/`user.overlay.*` (storage-internal).
 //! * Bytes written for a regular file equal the size in its header; a file that changed size
 //!   while being read is an error, not a corrupt tar.
+//! * A regular file with holes (as `SEEK_HOLE` reports them) is written as a PAX GNU sparse
+//!   1.0 entry carrying only its data extents (see `sparse_file`); a file without holes is
+//!   written in full, so ordinary layers keep their bytes and digests.
 //!
 //! # Refused
 //!
@@ -36,7 +39,12 @@
 //!   reads `.wh.<name>` as the deletion of `<name>` and `.wh..wh..opq` as an opaque
 //!   directory;
 //! * a `0:0` character device: overlayfs' deletion marker, which apply rejects (and other
-//!   runtimes read as a deletion).
+//!   runtimes read as a deletion);
+//! * regular files whose sizes (holes included) add up to more than apply's default
+//!   `max_bytes` (1 TiB), which counts sparse files at their full size: the export stops at
+//!   the file that crosses the limit, before reading it, instead of streaming what apply
+//!   would reject (an 8 EiB sparse file would otherwise take centuries);
+//! * a sparse map longer than apply's `max_meta` allows.
 //!
 //! # Safety
 //!

@@ -116,6 +116,34 @@ pub(super) fn exact_state(rec: &LayerRecord) -> std::result::Result<(), &'static
     }
 }
 
+/// `metadata`'s `ExactDiff` value: `true`, or `false (<reason>)`.
+pub(super) fn exact_label(rec: &LayerRecord) -> String {
+    match exact_state(rec) {
+        Ok(()) => "true".to_string(),
+        Err(why) => format!("false ({why})"),
+    }
+}
+
+/// `diff` against `base`: the applied tar again when the layer's exact record holds and `base`
+/// is its own parent, else the changes exported from the trees.
+pub(super) fn stream(graph: &Graph, id: &str, base: Option<&str>) -> Result<DiffStream> {
+    let rec = graph.store().record(id)?;
+    if base == rec.parent.as_deref() {
+        match exact_state(&rec) {
+            Ok(()) => return exact(graph, id),
+            // An applied layer whose record no longer holds: the tar may differ from the one
+            // applied (a caller relying on ReproducesExactDiffs should know).
+            Err(why) if rec.generation > 0 => tracing::warn!(
+                layer = id,
+                reason = why,
+                "no valid exact-diff record: comparing trees, the tar may differ from the applied one"
+            ),
+            Err(why) => tracing::debug!(layer = id, reason = why, "diff compares trees"),
+        }
+    }
+    export(graph, id, base)
+}
+
 /// The applied tar, reassembled from the layer's tar-split record (no mount needed). The
 /// layer is held busy (shared) while the stream is read, so it cannot be removed meanwhile.
 pub(super) fn exact(graph: &Graph, id: &str) -> Result<DiffStream> {

@@ -535,11 +535,7 @@ impl Driver for Graph {
         id::validate(id)?;
         let chain = self.store().chain(id)?;
         let mut m = self.backend().metadata(self.store(), &chain);
-        let exact = match diff::exact_state(&chain[0]) {
-            Ok(()) => "true".to_string(),
-            Err(why) => format!("false ({why})"),
-        };
-        m.insert("ExactDiff".into(), exact);
+        m.insert("ExactDiff".into(), diff::exact_label(&chain[0]));
         Ok(m)
     }
 
@@ -553,21 +549,7 @@ impl Driver for Graph {
 
     fn diff(&self, id: &str, parent: Option<&str>) -> Result<DiffStream> {
         let base = self.base_of(id, parent)?;
-        let rec = self.store().record(id)?;
-        if base == rec.parent {
-            match diff::exact_state(&rec) {
-                Ok(()) => return diff::exact(self, id),
-                // An applied layer whose record no longer holds: the tar may differ from the
-                // one applied (a caller relying on ReproducesExactDiffs should know).
-                Err(why) if rec.generation > 0 => warn!(
-                    layer = id,
-                    reason = why,
-                    "no valid exact-diff record: comparing trees, the tar may differ from the applied one"
-                ),
-                Err(why) => debug!(layer = id, reason = why, "diff compares trees"),
-            }
-        }
-        diff::export(self, id, base.as_deref())
+        diff::stream(self, id, base.as_deref())
     }
 
     fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
