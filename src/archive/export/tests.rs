@@ -434,3 +434,95 @@ fn size_changes_while_reading_are_errors() {
     assert_eq!(out.len(), BLOCK);
     assert_eq!(&out[..5], b"12345");
 }
+
+/// A file with holes becomes a PAX GNU sparse 1.0 entry carrying only its data; strata's
+/// apply and GNU tar both restore it with its holes and full size (GNU tar needs the final
+/// empty segment of a file that ends in a hole); a file without holes stays a plain entry.
+#[test]
+fn sparse_files_are_exported_as_gnu_sparse_1_0() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let f = fs::File::create(src.join("holes")).unwrap();
+    f.set_len(1 << 30).unwrap();
+    f.write_all_at(b"start", 0).unwrap();
+    f.write_all_at(&noise(10_000, 3), 300 << 20).unwrap();
+    drop(f);
+    fs::File::create(src.join("all-hole"))
+        .unwrap()
+        .set_len(5 << 20)
+        .unwrap();
+    file(&src, "dense", &noise(70_000, 4));
+    let tar = export(&src, &all_added(&src));
+    // 70 KB of dense file, 16 KiB of extents, headers.
+    assert!(tar.len() < 128 << 10, "{} bytes", tar.len());
+
+    let entries = read_tar(&tar);
+    let holes = entries
+        .iter()
+        .find(|(n, _)| n == "GNUSparseFile.0/holes")
+        .map(|(_, r)| r)
+        .expect("sparse entry under the GNU name");
+    let rec = |k: &str| String::from_utf8(holes.pax[k].clone()).unwrap();
+    assert_eq!(rec("GNU.sparse.major"), "1");
+    assert_eq!(rec("GNU.sparse.minor"), "0");
+    assert_eq!(rec("GNU.sparse.name"), "holes");
+    assert_eq!(rec("GNU.sparse.realsize"), (1u64 << 30).to_string());
+    assert!(
+        holes
+            .data
+            .starts_with(b"3\n0\n4096\n314572800\n12288\n1073741824\n0\n"),
+        "{:?}",
+        String::from_utf8_lossy(&holes.data[..64])
+    );
+    let dense = &entries.iter().find(|(n, _)| n == "dense").unwrap().1;
+    assert!(dense.pax.is_empty() && dense.data == noise(70_000, 4));
+
+    for how in ["strata", "gnu tar"] {
+        let dst = tmp.path().join(how.replace(' ', "-"));
+        fs::create_dir(&dst).unwrap();
+        if how == "strata" {
+            let opts = crate::archive::apply::ApplyOptions::default();
+            crate::archive::apply::apply(dirfd(&dst).as_fd(), &mut tar.as_slice(), &opts).unwrap();
+        } else {
+            let tarball = tmp.path().join("layer.tar");
+            fs::write(&tarball, &tar).unwrap();
+            let out = std::process::Command::new("tar")
+                .arg("-xf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(&dst)
+                .output()
+                .expect("GNU tar is installed");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        for name in ["holes", "all-hole", "dense"] {
+            let (a, b) = (src.join(name), dst.join(name));
+            let (ma, mb) = (fs::metadata(&a).unwrap(), fs::metadata(&b).unwrap());
+            assert_eq!(ma.len(), mb.len(), "{how}: size of {name}");
+            assert!(
+                mb.blocks() <= ma.blocks() + 64,
+                "{how}: {name} stays sparse"
+            );
+            let g = fs::File::open(&b).unwrap();
+            for off in [0u64, 4096, 300 << 20, (300 << 20) + 9_999, ma.len() - 1] {
+                if off >= ma.len() {
+                    continue;
+                }
+                let (mut x, mut y) = ([0u8; 1], [0u8; 1]);
+                fs::File::open(&a)
+                    .unwrap()
+                    .read_exact_at(&mut x, off)
+                    .unwrap();
+                g.read_exact_at(&mut y, off).unwrap();
+                assert_eq!(x, y, "{how}: {name} at {off}");
+            }
+        }
+        assert_eq!(fs::read(dst.join("dense")).unwrap(), noise(70_000, 4));
+    }
+}
