@@ -174,21 +174,31 @@ where
             let run = std::panic::catch_unwind(AssertUnwindSafe(|| produce(&mut out)));
             let outcome = match run {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(io::Error::other(format!("exporting layer {layer:?}: {e}"))),
+                Ok(Err(archive::Error::Io { source, .. }))
+                    if source.kind() == io::ErrorKind::BrokenPipe =>
+                {
+                    // The reader went away (a client that stopped reading): nobody to tell.
+                    tracing::debug!(layer = %layer, "diff export stopped: the reader went away");
+                    Err(source)
+                }
+                Ok(Err(e)) => {
+                    let e = io::Error::other(format!("exporting layer {layer:?}: {e}"));
+                    tracing::error!(layer = %layer, error = %e, "diff export failed");
+                    Err(e)
+                }
                 Err(panic) => {
                     let msg = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown cause".into());
-                    Err(io::Error::other(format!(
+                    let e = io::Error::other(format!(
                         "exporting layer {layer:?}: the export thread panicked: {msg}"
-                    )))
+                    ));
+                    tracing::error!(layer = %layer, error = %e, "diff export failed");
+                    Err(e)
                 }
             };
-            if let Err(e) = &outcome {
-                tracing::error!(layer = %layer, error = %e, "diff export failed");
-            }
             out.inner.finish(outcome);
         })
         .ctx(|| "starting the export thread".into())?;
