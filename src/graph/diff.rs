@@ -1,6 +1,10 @@
-//! Naive diff, changes and diff size: both layers are served through `get`, their trees are
-//! compared by the diff engine, and the references are released afterwards (for a diff
-//! stream, when the export finishes or the reader goes away).
+//! Diff, changes and diff size. Naive ones serve both layers through `get`, compare their
+//! trees with the diff engine, and release the references afterwards (for a diff stream, when
+//! the export finishes or the reader goes away); a layer whose exact record holds is diffed
+//! from its tar-split record instead (see [`exact_state`]).
+//!
+//! A diff stream is produced on a helper thread; any failure of it (error or panic) reaches
+//! the reader as a read error naming the layer, never as the clean end of a short tar.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
