@@ -1,5 +1,5 @@
-"""Whole-process benchmark of strata against GNU tar, dockerd 20.10 and containerd 1.6
-(issue 6). Run through scripts/bench, which installs the tools and builds strata first."""
+"""Whole-process benchmark of strata against GNU tar, dockerd 20.10 and containerd 1.6.
+Run through scripts/bench, which installs the tools and builds strata first."""
 
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""Statistics, the targets of issue 6 with PASS/MISS, the Markdown report and the chart."""
+"""Statistics, the speed targets with PASS/MISS, the Markdown report and the chart."""
 
 import statistics
 
@@ -35,7 +35,7 @@ def ratio(cases, cid):
 
 
 def targets(b):
-    """(target text, measured text, verdict) for every target of issue 6."""
+    """(target text, measured text, verdict) for every speed target."""
     cs, out = b.cases, []
 
     def rel(name, cid, base, limit, fmt="{:.2f} ×"):
@@ -225,7 +225,7 @@ def markdown(b, chart_rel):
         "| E | B as base + top layer with 0 / 10 changes (5 C, 3 A, 2 D) | 100,000 + 10 | | | |",
         f"| image | docker-archive of A (one layer), for docker load / ctr import | | | "
         f"{m['IMG']['tar_bytes'] / MiB:.0f} MiB | |",
-        "", "## Targets (issue 6)", "",
+        "", "## Targets", "",
         "| target | limit | measured | verdict |", "|---|---|---|---|",
     ]
     lines += [f"| {a} | {l} | {v} | **{d}** |" for a, l, v, d in targets(b)]

@@ -2,9 +2,9 @@
 //!
 //! Layer streams arrive plain, gzip- or zstd-compressed; the format is recognised by its magic
 //! bytes, never by a name or a flag. Decompression runs on its own thread and hands the apply
-//! loop fixed-size chunks through a bounded channel (at most a few chunks of 256 KiB
-//! bytes in flight, buffers recycled; see [`super::pipe`]), so both cores work and memory stays bounded whatever
-//! the layer's size. Decompression happens in-process: no helper binary is ever executed.
+//! loop fixed-size chunks through a bounded pipe ([`super::pipe`]: at most
+//! [`super::pipe::DEPTH`] chunks of [`super::pipe::CHUNK`] bytes in flight, buffers recycled),
+//! so both cores work and memory stays bounded whatever the layer's size. Decompression happens in-process: no helper binary is ever executed.
 
 use std::io::{self, Cursor, Read};
 

@@ -1,9 +1,12 @@
-//! Applying a layer in a confined helper process: the seeds' re-exec'd layer writer.
+//! Applying a layer in a separate helper process: strata re-executes itself as the layer writer.
 //!
 //! The parent re-executes its own binary as `<exe> __apply-helper <job>`, pipes the layer
 //! stream to the helper's stdin and reads one JSON outcome from its stdout. Before reading a
 //! byte, the helper confines itself ([`crate::sys::jail`]): a private mount namespace in which
 //! every mount is read-only except the staging directory it writes, and no new privileges.
+//! It still runs as root with its capabilities (it must create devices and set owners), so
+//! this limits where a defect can write, not what a compromised helper could do with
+//! syscalls; dropping capabilities, seccomp and Landlock are not applied yet.
 //!
 //! Trade-off: a spawn costs a few milliseconds and the stream crosses one more pipe (an extra
 //! copy at memory speed), negligible next to writing a layer. In return, a parser crash, abort

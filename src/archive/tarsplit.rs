@@ -1,4 +1,5 @@
-//! Exact re-export ("tar-split"): the seeds' DiffGetter and mutated-file backups.
+//! Exact re-export ("tar-split"): recording an applied stream so `diff` can give it back byte
+//! for byte, and keeping the payloads of files the layer itself later replaced.
 //!
 //! While a layer is applied, every byte of the uncompressed stream that is not file content —
 //! headers, PAX and GNU extension records, padding, the end-of-archive blocks and whatever
@@ -9,8 +10,8 @@
 //!
 //! When the layer's own tar later replaces or deletes a file it wrote (the same name twice, a
 //! file then its whiteout, a directory replaced by a file), the earlier file is moved into
-//! `tarsplit-blobs/` instead of being deleted, like the seeds' `bcd.bak` backups of mutated
-//! files: the bytes the stream carried stay retrievable.
+//! `tarsplit-blobs/` instead of being deleted, so the bytes the stream carried stay
+//! retrievable.
 //!
 //! Files inside the layer directory:
 //! * `tarsplit.zst`: records `M <len> <bytes>` (verbatim stream bytes), `F <size> <loc> <name>`
@@ -371,7 +372,7 @@ fn read_index(layer_dir: &Path) -> Result<Vec<Location>, Error> {
     Ok(out)
 }
 
-/// Reads recorded payloads back: the seeds' `DiffGetter` (`FileGetCloser`).
+/// Reads recorded payloads back by location, for reassembling the recorded stream.
 pub struct FileGetter {
     root: OwnedFd,
     blobs: Option<OwnedFd>,

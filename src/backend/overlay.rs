@@ -160,6 +160,15 @@ impl Overlay {
     }
 
     /// Deepest chain the classic mount fits in a page (a writable top layer, the longest case).
+    /// Why strata's mounts never use metacopy: what was probed at open, not an assumption.
+    fn metacopy_status(&self) -> String {
+        if self.options.iter().any(|(k, v)| k == "metacopy" && v == "off") {
+            "false (metacopy=off on every mount)".into()
+        } else {
+            "false (this kernel's overlayfs has no metacopy)".into()
+        }
+    }
+
     fn classic_max_depth(&self) -> usize {
         let page = rustix::param::page_size();
         let probe = |depth: usize| OverlaySpec {
@@ -412,7 +421,7 @@ impl Backend for Overlay {
                 "Native Overlay Diff".into(),
                 format!("{} ({})", self.native, self.native_reason),
             ),
-            ("Using metacopy".into(), "false".into()),
+            ("Using metacopy".into(), self.metacopy_status()),
             ("Mount API".into(), api),
             self.quota.status(),
         ]

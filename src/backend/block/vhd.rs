@@ -1,7 +1,8 @@
 //! The fixed-VHD footer: 512 big-endian bytes appended to a raw disk image, which makes the
 //! file a "fixed" VHD that Hyper-V (and `qemu-img -f vpc`) accept, while the data before it
 //! stays a plain ext4 image that loop-mounts as is (with a size limit that leaves the footer
-//! out). Layout per the VHD specification; see `windows-and-lcow.md` §4.
+//! out). Layout per Microsoft's Virtual Hard Disk Image Format Specification (hard disk
+//! footer format, CHS calculation).
 
 use std::fs::File;
 use std::io;
