@@ -17,7 +17,15 @@ fn dockerd_keeps_working_after_the_plugin_restarts() {
     env.start_strata();
     env.docker(&["import", rootfs.to_str().unwrap(), "bb:1"]);
     env.docker(&[
-        "run", "-d", "--name", "sleeper", "--network", "none", "bb:1", "sleep", "1000",
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "--network",
+        "none",
+        "bb:1",
+        "sleep",
+        "1000",
     ]);
     let plugin = env.plugin.as_mut().unwrap();
     plugin.kill();
@@ -53,7 +61,15 @@ fn commit_keeps_hard_links_to_image_files() {
         "mkdir -p /root && ln /bin/busybox /root/hard",
     ]);
     env.docker(&["commit", "linker", "bb:hl"]);
-    env.docker(&["create", "--name", "exported", "--network", "none", "bb:hl", "true"]);
+    env.docker(&[
+        "create",
+        "--name",
+        "exported",
+        "--network",
+        "none",
+        "bb:hl",
+        "true",
+    ]);
     let tar = env.path().join("export.tar");
     env.docker(&["export", "-o", tar.to_str().unwrap(), "exported"]);
     let mut names: Vec<(PathBuf, tar::EntryType, Option<PathBuf>)> = Vec::new();
@@ -77,7 +93,10 @@ fn commit_keeps_hard_links_to_image_files() {
         "busybox and its hard link came out as separate files: {names:?}"
     );
     let (_, _, target) = linked.unwrap();
-    let other = names.iter().find(|n| n.1 == tar::EntryType::Regular).unwrap();
+    let other = names
+        .iter()
+        .find(|n| n.1 == tar::EntryType::Regular)
+        .unwrap();
     assert_eq!(target.as_ref(), Some(&other.0), "{names:?}");
     env.docker(&["rm", "exported", "linker"]);
     env.docker(&["rmi", "bb:hl", "bb:1"]);

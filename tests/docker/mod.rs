@@ -344,8 +344,7 @@ impl Plugin {
 
     /// Adds global options (before `serve`).
     pub fn with_globals(mut self, args: &[&str]) -> Plugin {
-        self.cmd
-            .splice(0..0, args.iter().map(|a| a.to_string()));
+        self.cmd.splice(0..0, args.iter().map(|a| a.to_string()));
         self
     }
 

@@ -56,7 +56,13 @@ fn serve_refuses_or_applies_every_global_option() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--json"), "{err}");
     let (code, err) = strata(
-        &["serve", "docker-plugin", "--in-process-apply", "--socket", sock],
+        &[
+            "serve",
+            "docker-plugin",
+            "--in-process-apply",
+            "--socket",
+            sock,
+        ],
         &[("STRATA_CONFINED_APPLY", "1")],
         dir.path(),
     );
@@ -204,7 +210,10 @@ fn deep_layer(backend: &str) {
             dir.path().join("plugin.log").display()
         );
         let (status, body) = answer.unwrap_or_else(|e| panic!("{backend}: {path}: {e}"));
-        assert!(body.is_ok(), "{backend}: {path}: the answer broke off: {body:?}");
+        assert!(
+            body.is_ok(),
+            "{backend}: {path}: the answer broke off: {body:?}"
+        );
         eprintln!("{backend}: {path} of a {DEPTH}-deep layer: {status}");
     }
     rt.block_on(async {

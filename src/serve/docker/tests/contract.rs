@@ -365,11 +365,9 @@ fn socket_appears_with_its_final_mode() {
 /// and serves without a new `Init`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_plugin_reopens_the_last_store() {
-    let state: PathBuf;
-    let home: PathBuf;
     let s = Server::start_with(|dir, c| c.state_file = Some(dir.join("run/state.json"))).await;
-    state = s.dir.path().join("run/state.json");
-    home = s.home();
+    let state: PathBuf = s.dir.path().join("run/state.json");
+    let home: PathBuf = s.home();
     s.init().await;
     s.post_json("/GraphDriver.Create", json!({"ID": "kept"}))
         .await;
