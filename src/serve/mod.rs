@@ -168,11 +168,11 @@ pub async fn shutdown_signal() {
 /// copy only. Those mounts are moved into the bind instead: each is bound again at its place
 /// and the original, hidden under the bind, is detached.
 pub fn make_private_mount(dir: &Path) -> io::Result<bool> {
-    let table = mountinfo::read()?;
-    if table.iter().any(|m| m.mount_point == dir) {
+    if is_mount_root(dir)? {
         mount::make_private(dir)?;
         return Ok(false);
     }
+    let table = mountinfo::read()?;
     let below = mountinfo::mounts_under(&table, dir);
     let mut outer: Vec<PathBuf> = Vec::new();
     for m in below.iter().rev() {
@@ -204,6 +204,20 @@ pub fn make_private_mount(dir: &Path) -> io::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Whether `dir`, as the path resolves now, is the root of a mount. (The mount table also
+/// lists mounts hidden under a later mount at the same place, e.g. under dockerd's bind of
+/// its data-root, which do not count.)
+pub fn is_mount_root(dir: &Path) -> io::Result<bool> {
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    let st = statx(CWD, dir, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)?;
+    if st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        return Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+    }
+    // Kernels before 5.8: the mount table, and the path's device against its parent's.
+    let table = mountinfo::read()?;
+    Ok(table.iter().any(|m| m.mount_point == dir))
 }
 
 /// Undoes [`make_private_mount`]'s bind when nothing is mounted below `dir` any more (with

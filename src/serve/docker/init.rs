@@ -64,7 +64,11 @@ impl DockerPlugin {
             PluginError::BadRequest(format!("the state file {} is damaged: {e}", file.display()))
         })?;
         info!(state = %file.display(), home = saved.home, "reopening the store of the last Init");
-        self.open(&saved.home, &saved.opts, saved.private_bind.clone())?;
+        self.open(
+            &saved.home,
+            &saved.opts,
+            Restoring::Yes(saved.private_bind.clone()),
+        )?;
         Ok(true)
     }
 
@@ -72,7 +76,7 @@ impl DockerPlugin {
     /// the same root and options), makes the store root a private mount and remembers the
     /// arguments.
     pub(super) fn init(&self, home: &str, opts: &[String]) -> Result<(), PluginError> {
-        self.open(home, opts, None)
+        self.open(home, opts, Restoring::No)
     }
 
     fn open_key(&self, home: &str, opts: &[String]) -> Result<OpenKey, PluginError> {
@@ -117,14 +121,13 @@ impl DockerPlugin {
         gc
     }
 
-    /// Opens (or keeps) the store for `Init(home, opts)`. `adopted_bind` is a private bind
-    /// made by an earlier run of the plugin, which this one undoes at `Cleanup`.
-    fn open(
-        &self,
-        home: &str,
-        opts: &[String],
-        adopted_bind: Option<PathBuf>,
-    ) -> Result<(), PluginError> {
+    /// Opens (or keeps) the store for `Init(home, opts)`, or for the state file's record of
+    /// it when `restoring`.
+    fn open(&self, home: &str, opts: &[String], restoring: Restoring) -> Result<(), PluginError> {
+        let adopted_bind = match &restoring {
+            Restoring::Yes(bind) => bind.clone(),
+            Restoring::No => None,
+        };
         let key = self.open_key(home, opts)?;
         // Inits are serialised; `opened` itself is only ever held for a moment, because
         // request handlers read it from async context.
@@ -168,8 +171,16 @@ impl DockerPlugin {
         // The whole root, not just layers/: staging/ and layers/ must stay on one mount, or
         // moving a staged layer into place fails with EXDEV. dockerd detaches its data-root
         // (and with it this bind) when it stops, so check again at every Init.
+        //
+        // At start-up no bind is made: dockerd may not run yet, and its bind of the data-root
+        // would hide ours. The bind of an earlier run that dockerd still sees (the plugin
+        // restarted under a running dockerd) is taken over; otherwise Init makes one.
         let root = graph.store().root().to_path_buf();
-        match super::super::make_private_mount(&root) {
+        let made = match restoring {
+            Restoring::No => super::super::make_private_mount(&root),
+            Restoring::Yes(_) => adopt_private_mount(&root, &mut private_bind),
+        };
+        match made {
             Ok(true) => private_bind = Some(root),
             Ok(false) => {}
             Err(e) => {
@@ -214,6 +225,23 @@ impl DockerPlugin {
             .map_err(|e| PluginError::Internal(format!("encoding the state: {e}")))?;
         write_atomically(file, &text).map_err(|e| state_err(file, "writing", e))
     }
+}
+
+/// Whether an open comes from the state file (with the private bind it recorded) or `Init`.
+enum Restoring {
+    Yes(Option<PathBuf>),
+    No,
+}
+
+/// Keeps the recorded private bind of `root` if it is still in place (made private again),
+/// and forgets it otherwise. Never makes a new bind; returns `Ok(false)`.
+fn adopt_private_mount(root: &Path, private_bind: &mut Option<PathBuf>) -> io::Result<bool> {
+    if private_bind.as_deref() == Some(root) && super::super::is_mount_root(root)? {
+        crate::sys::mount::make_private(root)?;
+    } else {
+        *private_bind = None;
+    }
+    Ok(false)
 }
 
 fn state_err(file: &Path, doing: &str, e: io::Error) -> PluginError {

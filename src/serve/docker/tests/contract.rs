@@ -395,6 +395,24 @@ async fn a_restarted_plugin_reopens_the_last_store() {
     assert_eq!(graph.store().root(), home);
     assert!(graph.exists("kept").unwrap());
     drop(again);
+    // After Cleanup (dockerd stopped) a plugin starting up opens the store but makes no
+    // bind: dockerd, when it starts, binds its data-root over the home and would hide it.
+    let (status, _) = s.post_json("/GraphDriver.Cleanup", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!is_mount_point(&home));
+    let third = DockerPlugin::new(PluginConfig {
+        name: "strata-test".into(),
+        driver: Some("vfs".into()),
+        state_file: Some(state.clone()),
+        ..PluginConfig::default()
+    });
+    assert!(third.restore().expect("restore"));
+    assert!(third.graph().expect("store").exists("kept").unwrap());
+    assert!(
+        !is_mount_point(&home),
+        "a plugin starting up bound the store root before dockerd's Init"
+    );
+    drop(third);
     // Without a state file there is nothing to restore.
     let fresh = DockerPlugin::new(PluginConfig {
         state_file: Some(s.dir.path().join("none.json")),
