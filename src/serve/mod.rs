@@ -3,10 +3,11 @@
 //! * [`docker`]: dockerd 20.10's legacy (v1) graph-driver plugin protocol, so that dockerd runs
 //!   with `--experimental --storage-driver NAME` on a strata store.
 //!
-//! This module holds what every server shares: binding the socket (and removing it again),
-//! waiting for a shutdown signal, and keeping the store's mount directory out of mount
-//! propagation. Request handlers run the blocking [`crate::Graph`] calls on tokio's blocking
-//! pool, so one slow call (an apply, a diff) never holds up another.
+//! This module holds what every server shares: binding the socket with its final mode (and
+//! removing it again), waiting for a shutdown signal, and keeping the store root out of mount
+//! propagation (a private bind of its own, undone when nothing is mounted below it). Request
+//! handlers run the blocking [`crate::Graph`] calls on tokio's blocking pool, so one slow
+//! call (an apply, a diff) never holds up another.
 
 pub mod docker;
 mod stream;

@@ -3,7 +3,8 @@
 //!
 //! * Request body → `Read`: [`body_reader`] wraps the body's data stream in a
 //!   [`StreamReader`] and a [`SyncIoBridge`]; it is read on the blocking pool, and the body is
-//!   pulled from the socket only as fast as the reader consumes it.
+//!   pulled from the socket only as fast as the reader consumes it. A body that sends nothing
+//!   for the timeout fails the read (the apply reading it then rolls back).
 //! * `Read` → response body: [`stream_body`] reads on the blocking pool into a bounded
 //!   channel whose receiving end is the body. A read error aborts the body (the client sees a
 //!   truncated chunked response, never a short but well-formed one); a client that goes away

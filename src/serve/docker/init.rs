@@ -30,8 +30,9 @@ pub(super) struct Opened {
     pub(super) private_bind: Option<PathBuf>,
     /// `Init`'s arguments as dockerd sent them.
     saved: SavedInit,
-    /// Whether applies `syncfs` before commit, and their writer threads.
+    /// Whether applies `syncfs` before commit.
     pub(super) durable: bool,
+    /// Writer threads of an apply.
     pub(super) writers: usize,
 }
 

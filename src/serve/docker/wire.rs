@@ -6,6 +6,10 @@
 //!   ignored. An empty body (`Plugin.Activate`) or `null` is an empty object.
 //! * `GraphDriver.ApplyDiff` carries its arguments in the query string
 //!   (`?id=X&parent=Y`), which dockerd builds without escaping; values are taken verbatim.
+//! * Every request body is read in full before the answer, so that the connection stays
+//!   usable: JSON bodies up to [`MAX_BODY`] bytes (a larger one is refused with 413), each
+//!   piece within the body timeout of the previous one (408 otherwise).
+//! * The parent of `Diff`, `Changes` and `DiffSize` is [`base`]: `""` is no parent at all.
 //! * Errors are `{"Err": "..."}` with a non-200 status.
 
 use std::collections::BTreeMap;
