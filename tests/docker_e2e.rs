@@ -11,6 +11,10 @@
 //! printed when a step fails.
 
 mod docker;
+#[path = "docker/lifecycle.rs"]
+mod lifecycle;
+#[path = "docker/serving.rs"]
+mod serving;
 
 use std::collections::BTreeSet;
 use std::fs;

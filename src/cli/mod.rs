@@ -9,7 +9,6 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use strata::graph::{ApplyParams, Graph, GraphConfig};
 use strata::{CreateOpts, Driver};
@@ -18,14 +17,10 @@ use strata::{CreateOpts, Driver};
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about, long_about = None)]
 struct Cli {
-    /// Store root directory.
-    #[arg(
-        long,
-        env = "STRATA_ROOT",
-        default_value = "/var/lib/strata",
-        global = true
-    )]
-    root: PathBuf,
+    /// Store root directory [default: /var/lib/strata; for `serve docker-plugin`: the Home
+    /// that dockerd sends at Init].
+    #[arg(long, env = "STRATA_ROOT", global = true)]
+    root: Option<PathBuf>,
     /// Storage backend; a store remembers the one it was created with.
     /// [default: overlay where supported, else vfs]
     #[arg(long, env = "STRATA_DRIVER", value_parser = ["block", "overlay", "vfs"], global = true)]
@@ -197,9 +192,15 @@ pub fn main() -> i32 {
     init_logging();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    // A server opens the store its client names unless a root was chosen explicitly.
-    let root_explicit = matches.value_source("root") != Some(ValueSource::DefaultValue);
-    match run(cli, root_explicit) {
+    #[cfg(feature = "docker-plugin")]
+    if let Command::Serve(cmd) = &cli.command {
+        if let Err(msg) = serve::check_globals(cmd, cli.json, cli.confined_apply) {
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, msg)
+                .exit();
+        }
+    }
+    match run(cli) {
         Ok(()) => 0,
         Err(e) => {
             let mut msg = format!("{e}");
@@ -216,19 +217,25 @@ pub fn main() -> i32 {
     }
 }
 
-fn run(cli: Cli, root_explicit: bool) -> Result<()> {
+fn run(cli: Cli) -> Result<()> {
     #[cfg(feature = "docker-plugin")]
     if let Command::Serve(cmd) = &cli.command {
         return serve::run(
             cmd,
-            root_explicit.then(|| cli.root.clone()),
-            &cli.driver,
-            &cli.opt,
+            serve::Globals {
+                root: cli.root.clone(),
+                driver: cli.driver.clone(),
+                options: cli.opt.clone(),
+                no_sync: cli.no_sync,
+                writers: cli.writers,
+            },
         );
     }
-    #[cfg(not(feature = "docker-plugin"))]
-    let _ = root_explicit;
-    let mut config = GraphConfig::new(&cli.root);
+    let root = cli
+        .root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/lib/strata"));
+    let mut config = GraphConfig::new(&root);
     config.driver = cli.driver.clone();
     config.options = cli.opt.clone();
     config.durable = !cli.no_sync;

@@ -5,10 +5,12 @@
 //! re-checks the preconditions, moves the result into place and commits the record. See the
 //! store's crash story for what happens when a process dies in between.
 
+mod against;
 mod diff;
 mod remove;
 mod resize;
 
+pub use against::DiffBase;
 pub use remove::{reap_main, REAP_ARG};
 
 use std::collections::BTreeMap;

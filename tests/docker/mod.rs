@@ -299,6 +299,9 @@ impl Plugin {
             cmd.push("--socket".into());
             cmd.push(s.display().to_string());
         }
+        // Next to the log, not in /run: each test's plugin remembers its own Init.
+        cmd.push("--state".into());
+        cmd.push(log.with_extension("state.json").display().to_string());
         Plugin {
             socket: socket.unwrap_or_else(|| format!("/run/docker/plugins/{name}.sock").into()),
             proc: None,
@@ -337,6 +340,28 @@ impl Plugin {
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().map(|p| p.child.id())
+    }
+
+    /// Adds global options (before `serve`).
+    pub fn with_globals(mut self, args: &[&str]) -> Plugin {
+        self.cmd.splice(0..0, args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| p.alive())
+    }
+
+    /// Kills it with SIGKILL (by PID) and reaps it, as a crash would: no Cleanup, the
+    /// socket file and the mounts stay.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            if let Some(pid) = Pid::from_raw(p.child.id() as i32) {
+                let _ = kill_process(pid, Signal::KILL);
+            }
+            let _ = p.child.wait();
+        }
     }
 
     /// Stops it; asserts that it stopped on SIGTERM and removed its socket.
@@ -480,6 +505,36 @@ where
         .body(body)
         .expect("request");
     sender.send_request(req).await.expect("plugin call")
+}
+
+/// One plugin call, like [`http_post`], but a failure to connect or to get an answer (the
+/// plugin died) is returned instead of panicking.
+pub async fn try_http_post<B>(
+    socket: &Path,
+    path: &str,
+    body: B,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(path)
+        .header("Host", "plugin.moby.localhost")
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("no answer: {e}"))
 }
 
 /// Peak resident memory of a process, in bytes (`VmHWM`).

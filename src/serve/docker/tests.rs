@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{DockerPlugin, PluginConfig};
 use crate::sys::{mount, mountinfo};
 
+mod contract;
+
 /// A plugin server in this process on a socket in a temporary directory.
 struct Server {
     dir: tempfile::TempDir,
@@ -27,14 +29,22 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(|_, _| {}).await
+    }
+
+    /// A server whose configuration (vfs, no state file) `adjust` may change; `dir` is the
+    /// temporary directory it gets.
+    async fn start_with(adjust: impl FnOnce(&Path, &mut PluginConfig)) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("plugin.sock");
         let (listener, _file) = crate::serve::bind_unix(&socket).expect("bind");
-        let plugin = DockerPlugin::new(PluginConfig {
+        let mut config = PluginConfig {
             name: "strata-test".into(),
             driver: Some("vfs".into()),
             ..PluginConfig::default()
-        });
+        };
+        adjust(dir.path(), &mut config);
+        let plugin = DockerPlugin::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             plugin
@@ -100,9 +110,12 @@ impl Server {
         (status, v)
     }
 
-    /// `Diff` of `id` against its own parent: the response, body unread.
-    async fn diff(&self, id: &str) -> hyper::Response<hyper::body::Incoming> {
-        let body = Full::new(Bytes::from(format!("{}\n", json!({ "ID": id }))));
+    /// `Diff` of `id` against `parent` (`""`: nothing): the response, body unread.
+    async fn diff(&self, id: &str, parent: &str) -> hyper::Response<hyper::body::Incoming> {
+        let body = Full::new(Bytes::from(format!(
+            "{}\n",
+            json!({ "ID": id, "Parent": parent })
+        )));
         send(&self.socket, "/GraphDriver.Diff", body).await
     }
 
@@ -348,7 +361,7 @@ async fn apply_diff_chunked_and_diff_streaming_round_trip() {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v, json!({"Size": 300 * 20_000}));
     // Diff: a 200 whose body is the raw tar.
-    let resp = s.diff("l1").await;
+    let resp = s.diff("l1", "").await;
     assert_eq!(resp.status(), StatusCode::OK);
     let got = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(tar_files(&got), tar_files(&tar));
@@ -363,7 +376,13 @@ async fn apply_diff_chunked_and_diff_streaming_round_trip() {
     let (status, v) = s.apply("l2", "l1", vec![b'x'; 5000]).await;
     assert_ne!(status, StatusCode::OK);
     assert!(v["Err"].is_string(), "{v}");
-    let kept = s.diff("l2").await.into_body().collect().await.unwrap();
+    let kept = s
+        .diff("l2", "l1")
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(tar_files(&kept.to_bytes()), tar_files(&sample_tar(1, 10)));
     // Diff errors come before the stream, as a status.
     let (status, v) = s
@@ -384,7 +403,7 @@ async fn requests_are_served_while_a_diff_streams() {
         .await;
     let (status, v) = s.apply("src", "", tar.clone()).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let resp = s.diff("src").await;
+    let resp = s.diff("src", "").await;
     assert_eq!(resp.status(), StatusCode::OK);
     // The Diff body is not read yet; the other calls must go through regardless.
     let others = async {

@@ -6,15 +6,23 @@
 //!   ignored. An empty body (`Plugin.Activate`) or `null` is an empty object.
 //! * `GraphDriver.ApplyDiff` carries its arguments in the query string
 //!   (`?id=X&parent=Y`), which dockerd builds without escaping; values are taken verbatim.
+//! * Every request body is read in full before the answer, so that the connection stays
+//!   usable: JSON bodies up to [`MAX_BODY`] bytes (a larger one is refused with 413), each
+//!   piece within the body timeout of the previous one (408 otherwise).
+//! * The parent of `Diff`, `Changes` and `DiffSize` is [`base`]: `""` is no parent at all.
 //! * Errors are `{"Err": "..."}` with a non-200 status.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::PluginError;
+use crate::graph::DiffBase;
 
 /// The media type of plugin responses (dockerd ignores it; go-plugins-helpers sends v1.1).
 pub(super) const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
@@ -135,12 +143,64 @@ pub(super) fn apply_query(query: Option<&str>) -> Result<(String, String), Plugi
     }
 }
 
-/// The protocol's "no parent": the empty string.
-pub(super) fn opt(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
+/// The base of a diff-like call (`Diff`, `Changes`, `DiffSize`): as in dockerd's drivers,
+/// the empty string is no parent at all, so the whole layer is the change.
+pub(super) fn base(parent: &str) -> DiffBase<'_> {
+    if parent.is_empty() {
+        DiffBase::Nothing
+    } else {
+        DiffBase::Layer(parent)
+    }
 }
 
-/// A 200 response with a JSON body.
+/// The most bytes of a JSON request body (dockerd's are a few hundred).
+pub(super) const MAX_BODY: usize = 1 << 20;
+
+/// Reads a whole request body of `call`: at most [`MAX_BODY`] bytes (more is refused, and the
+/// connection is closed after the answer), each piece within `timeout` of the previous one.
+pub(super) async fn read_body(
+    call: &str,
+    body: Body,
+    timeout: Duration,
+) -> Result<Vec<u8>, PluginError> {
+    let mut data = body.into_data_stream();
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(timeout, data.next()).await {
+            Err(_) => {
+                return Err(PluginError::BodyTimeout {
+                    call: call.trim_start_matches('/').to_string(),
+                    timeout,
+                })
+            }
+            Ok(None) => return Ok(out),
+            Ok(Some(Err(e))) => {
+                return Err(PluginError::BadRequest(format!(
+                    "reading the request body: {e}"
+                )))
+            }
+            Ok(Some(Ok(chunk))) => {
+                if out.len() + chunk.len() > MAX_BODY {
+                    return Err(PluginError::TooLarge {
+                        call: call.trim_start_matches('/').to_string(),
+                        limit: MAX_BODY,
+                    });
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+/// A 200 response whose body is a JSON document streamed as it is produced.
+pub(super) fn json_stream(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
+
+/// A response with a JSON body.
 pub(super) fn json(status: StatusCode, body: &Value) -> Response {
     let mut resp = (status, body.to_string()).into_response();
     resp.headers_mut()
