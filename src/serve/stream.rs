@@ -99,9 +99,11 @@ fn pump(mut reader: Box<dyn Read + Send>, tx: mpsc::Sender<io::Result<Bytes>>) {
     }
 }
 
-/// A path as a JSON string (paths that are not UTF-8 are shown with U+FFFD replacements).
-fn json_path(path: &Path) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(path.as_os_str().as_encoded_bytes())
+/// A path as a JSON string, escaped losslessly like the CLI's output
+/// ([`crate::archive::pathfmt::escape`]): JSON strings cannot carry bytes that are not UTF-8,
+/// and a name must not be able to pass for another path.
+fn json_path(path: &Path) -> String {
+    crate::archive::pathfmt::escape(path.as_os_str().as_encoded_bytes())
 }
 
 /// Bytes of JSON produced per refill of a [`JsonChanges`] buffer.
