@@ -25,6 +25,7 @@ backend_tests!(
     metadata_tells_whether_the_exact_diff_holds,
     sparse_giant_is_refused_quickly,
     sparse_file_exports_small_and_round_trips,
+    diff_into_a_device_or_fifo_writes_in_place,
 );
 
 /// A tar with a few files, large enough that an export fault fires after its first blocks.
@@ -548,4 +549,34 @@ fn sparse_file_exports_small_and_round_trips(backend: &str) {
         .find(|e| common::tars::norm(&e.path) == "plain")
         .expect("plain is a regular entry");
     assert_eq!(plain.size, 5000);
+}
+
+/// `diff -o` into something that is not a regular file (`/dev/null`, a fifo) writes into it;
+/// the temporary-file-and-rename that protects regular files must never replace a device.
+fn diff_into_a_device_or_fifo_writes_in_place(backend: &str) {
+    let Some(s) = Store::new(backend) else { return };
+    layers_for_faults(&s);
+    let null = s.scratch().join("null");
+    mknod(s.scratch(), "null", libc::S_IFCHR | 0o666, 1, 3);
+    s.ok(["diff", "img", "-o", null.to_str().unwrap()]);
+    let md = fs::symlink_metadata(&null).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&md.file_type()),
+        "the device node is still a device after diff -o"
+    );
+
+    let fifo = s.scratch().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(&fifo).unwrap())
+    };
+    s.ok(["diff", "img", "-o", fifo.to_str().unwrap()]);
+    let got = reader.join().unwrap();
+    assert_eq!(got, s.diff("img", None), "the fifo's reader got the whole tar");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(&fifo).unwrap().file_type()
+    ));
 }

@@ -87,8 +87,21 @@ pub fn ls(out: &mut dyn Write, layers: &[LayerInfo], json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Writes a stream to `path` through a temporary file, so a failed diff leaves no partial tar.
+/// Writes a stream to `path`. A regular file (or a new one) is written through a temporary file
+/// renamed into place, so a failed diff leaves no partial tar; anything else that exists — a
+/// device such as `/dev/null`, a fifo, a terminal — is written in place, never replaced.
 pub fn to_file(stream: &mut dyn Read, path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(md) if !md.file_type().is_file() && !md.is_dir() => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            io::copy(stream, &mut f).context("writing the diff")?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
