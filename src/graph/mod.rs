@@ -28,7 +28,10 @@ use crate::driver::{Capabilities, Change, CreateOpts, DiffStream, Driver};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::options::{DriverOptions, StorageOptions};
-use crate::store::{self, id, LayerKind, LayerRecord, Store};
+use crate::store::{self, id, LayerKind, LayerRecord, OpenRequest, Store};
+
+/// The store meta key under which open-time probe results are recorded.
+const PROBES_KEY: &str = "probe";
 
 /// How to open a [`Graph`].
 #[derive(Debug, Clone)]
@@ -58,6 +61,9 @@ pub struct GraphConfig {
     /// (see [`reap_main`]), which inherits the directory's lock. Takes precedence over
     /// `background_remove`.
     pub remove_helper: Option<PathBuf>,
+    /// Open the store for reading only (`exists`, `ls`, `status`, `metadata`): nothing is
+    /// written, synced, locked or recovered. A root with no store yet is created as usual.
+    pub read_only: bool,
 }
 
 impl GraphConfig {
@@ -73,6 +79,7 @@ impl GraphConfig {
             writers: 2,
             background_remove: false,
             remove_helper: None,
+            read_only: false,
         }
     }
 }
@@ -143,12 +150,38 @@ impl Graph {
                 )));
             }
         }
-        let options = DriverOptions::parse(&config.options)?;
-        let store = Store::open(&config.root, config.driver.as_deref(), || {
-            backend::default_for(&config.root)
-        })?;
-        let backend = backend::open(store.driver(), store.root(), &options)?;
-        backend.reconcile(&store)?;
+        let given = &config.options;
+        let store = Store::open_with(
+            &config.root,
+            OpenRequest {
+                driver: config.driver.as_deref(),
+                default_driver: Box::new(backend::default_for),
+                options: Box::new(|driver| DriverOptions::canonical_for(driver, given)),
+                read_only: config.read_only,
+            },
+        )?;
+        let options = DriverOptions::from_canonical(store.options())?;
+        let recorded = store.db().meta(PROBES_KEY)?;
+        let mut probes = backend::Probes::from_recorded(recorded.as_deref());
+        let before = probes.clone();
+        let writable = !store.is_read_only();
+        let backend = backend::open(
+            store.driver(),
+            store.root(),
+            &options,
+            &mut probes,
+            writable,
+        )?;
+        if writable {
+            if probes != before {
+                let json = serde_json::to_string(&probes).map_err(|e| Error::Db {
+                    path: store.root().join(store::DB_FILE),
+                    message: e.to_string(),
+                })?;
+                store.set_meta(PROBES_KEY, &json)?;
+            }
+            backend.reconcile(&store)?;
+        }
         if options.size.is_some() && !backend.supports_size() {
             return Err(Error::Unsupported(format!(
                 "the {} backend cannot enforce size= on this filesystem yet (size limits need XFS project quotas or the block backend)",
