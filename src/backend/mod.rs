@@ -188,6 +188,45 @@ pub fn kernel_id() -> String {
     )
 }
 
+/// Refuses a driver-wide `size` the backend cannot enforce.
+pub fn check_size(backend: &dyn Backend, options: &DriverOptions) -> Result<()> {
+    if options.size.is_some() && !backend.supports_size() {
+        return Err(Error::Unsupported(format!(
+            "the {} backend cannot enforce size= on this filesystem yet (size limits need XFS project quotas or the block backend)",
+            backend.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a new store of driver `name` at `root` can honour `options`, before the store
+/// is created and records them.
+pub fn check_new(name: &str, root: &Path, options: &DriverOptions) -> Result<()> {
+    let backend = open(name, root, options, &mut Probes::current(), true)?;
+    check_size(backend.as_ref(), options)
+}
+
+/// The store meta key under which open-time probe results are recorded.
+const PROBES_KEY: &str = "probe";
+
+/// Opens the backend of `store` with the probe results it recorded under the running kernel;
+/// results probed now are recorded (read-write opens only: a read-only one probes nothing).
+pub fn open_for(store: &Store, options: &DriverOptions) -> Result<Box<dyn Backend>> {
+    let recorded = store.db().meta(PROBES_KEY)?;
+    let mut probes = Probes::from_recorded(recorded.as_deref());
+    let before = probes.clone();
+    let writable = !store.is_read_only();
+    let backend = open(store.driver(), store.root(), options, &mut probes, writable)?;
+    if writable && probes != before {
+        let json = serde_json::to_string(&probes).map_err(|e| Error::Db {
+            path: store.root().join(crate::store::DB_FILE),
+            message: e.to_string(),
+        })?;
+        store.set_meta(PROBES_KEY, &json)?;
+    }
+    Ok(backend)
+}
+
 /// Opens the backend called `name` for the store at `root`, checking that it can work there.
 /// Probes missing from `probes` are run and filled in when `may_probe` (a read-write open);
 /// a read-only open runs none and skips the checks they serve.

@@ -30,9 +30,6 @@ use crate::fsutil;
 use crate::options::{DriverOptions, StorageOptions};
 use crate::store::{self, id, LayerKind, LayerRecord, OpenRequest, Store};
 
-/// The store meta key under which open-time probe results are recorded.
-const PROBES_KEY: &str = "probe";
-
 /// How to open a [`Graph`].
 #[derive(Debug, Clone)]
 pub struct GraphConfig {
@@ -157,37 +154,18 @@ impl Graph {
                 driver: config.driver.as_deref(),
                 default_driver: Box::new(backend::default_for),
                 options: Box::new(|driver| DriverOptions::canonical_for(driver, given)),
+                check_new: Some(Box::new(|driver, root, opts| {
+                    backend::check_new(driver, root, &DriverOptions::from_canonical(opts)?)
+                })),
                 read_only: config.read_only,
             },
         )?;
         let options = DriverOptions::from_canonical(store.options())?;
-        let recorded = store.db().meta(PROBES_KEY)?;
-        let mut probes = backend::Probes::from_recorded(recorded.as_deref());
-        let before = probes.clone();
-        let writable = !store.is_read_only();
-        let backend = backend::open(
-            store.driver(),
-            store.root(),
-            &options,
-            &mut probes,
-            writable,
-        )?;
-        if writable {
-            if probes != before {
-                let json = serde_json::to_string(&probes).map_err(|e| Error::Db {
-                    path: store.root().join(store::DB_FILE),
-                    message: e.to_string(),
-                })?;
-                store.set_meta(PROBES_KEY, &json)?;
-            }
+        let backend = backend::open_for(&store, &options)?;
+        if !store.is_read_only() {
             backend.reconcile(&store)?;
         }
-        if options.size.is_some() && !backend.supports_size() {
-            return Err(Error::Unsupported(format!(
-                "the {} backend cannot enforce size= on this filesystem yet (size limits need XFS project quotas or the block backend)",
-                backend.name()
-            )));
-        }
+        backend::check_size(backend.as_ref(), &options)?;
         debug!(root = %store.root().display(), driver = backend.name(), "opened store");
         Ok(Graph {
             inner: Arc::new(Inner {

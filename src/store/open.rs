@@ -150,6 +150,14 @@ fn unmarked_unusable(root: &Path, reason: &str) -> Error {
     ))
 }
 
+/// Checks the driver options given for a store of the named driver and returns them in
+/// canonical form (see [`OpenRequest::options`]).
+pub type OptionsFn<'a> = Box<dyn FnOnce(&str) -> Result<BTreeMap<String, String>> + 'a>;
+
+/// Checks, before a new store is created, that its driver can work at the root with the
+/// given canonical options (see [`OpenRequest::check_new`]).
+pub type CheckFn<'a> = Box<dyn FnOnce(&str, &Path, &BTreeMap<String, String>) -> Result<()> + 'a>;
+
 /// What [`Store::open_with`] is asked to do.
 pub struct OpenRequest<'a> {
     /// The driver the caller asked for, if any.
@@ -158,7 +166,10 @@ pub struct OpenRequest<'a> {
     pub default_driver: Box<dyn FnOnce(&Path) -> String + 'a>,
     /// The driver options the caller gave, checked against the store's driver and returned
     /// in canonical form (`key` → value); an unknown option for that driver is an error.
-    pub options: Box<dyn FnOnce(&str) -> Result<BTreeMap<String, String>> + 'a>,
+    pub options: OptionsFn<'a>,
+    /// Run before a new store is created (driver, root, canonical options): a refusal leaves
+    /// no store behind that would remember options its driver cannot honour.
+    pub check_new: Option<CheckFn<'a>>,
     /// Open an existing store without writing anything: no lock, no recovery, no sync. A root
     /// with no store yet is created as usual.
     pub read_only: bool,
@@ -174,6 +185,7 @@ impl OpenRequest<'_> {
             driver,
             default_driver: Box::new(move |_| default_driver()),
             options: Box::new(|_| Ok(BTreeMap::new())),
+            check_new: None,
             read_only: false,
         }
     }
@@ -293,6 +305,9 @@ impl Store {
             path: root.join(DB_FILE),
             message: e.to_string(),
         })?;
+        if let Some(check) = req.check_new {
+            check(&driver, root, &options)?;
+        }
         let flock = super::lock_root(root, DEFAULT_LOCK_TIMEOUT)?;
         // Under the lock, so that of two processes creating the store one creates it and the
         // other opens what the first made.
@@ -308,6 +323,7 @@ impl Store {
                         driver: Some(&driver),
                         default_driver: Box::new(|_| String::new()),
                         options: Box::new(move |_| Ok(options)),
+                        check_new: None,
                         read_only: false,
                     },
                 );
