@@ -479,9 +479,7 @@ fn damage_anywhere_in_the_database_never_panics_or_touches_layers() {
 fn unknown_layer_directories_are_quarantined_not_deleted() {
     let Some(s) = populated("vfs") else { return };
     write_file(&s.layers_dir(), "ghost/fs/precious", b"only copy", 0o600);
-    // Readers leave it alone; check names it.
-    s.ok(["ls"]);
-    assert!(s.layers_dir().join("ghost").exists());
+    // check names it and leaves it alone.
     let out = s.run(["check"]);
     out.expect_code(1);
     assert_mentions(
@@ -489,8 +487,9 @@ fn unknown_layer_directories_are_quarantined_not_deleted() {
         "unknown-layer-dir: layers/ghost",
         "check",
     );
-    // A writer moves it aside, content intact.
-    s.create("new", None);
+    assert!(s.layers_dir().join("ghost").exists());
+    // The next open that recovers (a reader's too) moves it aside, content intact.
+    s.ok(["ls"]);
     assert!(!s.layers_dir().join("ghost").exists());
     let q: Vec<PathBuf> = fs::read_dir(s.root().join("quarantine"))
         .expect("a quarantine directory")

@@ -59,7 +59,8 @@ pub struct GraphConfig {
     /// `background_remove`.
     pub remove_helper: Option<PathBuf>,
     /// Open the store for reading only (`exists`, `ls`, `status`, `metadata`): nothing is
-    /// written, synced, locked or recovered. A root with no store yet is created as usual.
+    /// written, synced or locked unless the store needs crash repair (see
+    /// [`crate::store::OpenRequest::read_only`]).
     pub read_only: bool,
 }
 

@@ -69,6 +69,28 @@ fn names(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Kinds of findings that the recovery of a read-write open repairs (see the store's crash
+/// story).
+const REPAIRABLE: [&str; 7] = [
+    "pending-apply",
+    "removing-leftover",
+    "staging-leftover",
+    "unknown-layer-dir",
+    "stale-refs",
+    "stale-mount",
+    "unclaimed-mount",
+];
+
+/// Whether the store at `root` (canonical), whose database `db` is open, holds anything the
+/// recovery of a read-write open would repair. Reads only.
+pub fn needs_repair(root: &Path, db: &Db) -> Result<bool> {
+    let mut report = CheckReport::default();
+    let records = db.list()?;
+    check_mounts(root, db, &records, &mut report)?;
+    check_dirs(root, &records, true, &mut report)?;
+    Ok(report.findings.iter().any(|f| REPAIRABLE.contains(&f.kind)))
+}
+
 /// Checks the store at `root` without changing anything.
 pub fn check(root: &Path) -> Result<CheckReport> {
     let mut report = CheckReport {
@@ -124,7 +146,7 @@ pub fn check(root: &Path) -> Result<CheckReport> {
 }
 
 fn read_records(root: &Path) -> Result<(Db, Vec<LayerRecord>)> {
-    let db = Db::open_existing(&root.join(open::DB_FILE), true)?;
+    let db = Db::open_untouched(&root.join(open::DB_FILE))?;
     if db.meta("driver")?.is_none() {
         return Err(open::damaged(root, "the database records no driver"));
     }

@@ -202,8 +202,19 @@ impl Db {
 
     /// Opens the existing database at `path`: never a symlink, never an empty or missing file
     /// (those are refused, not initialised), and every table must be there. `read_only` opens
-    /// it without writing anything (no lock file, no sync, no mount-state directory).
+    /// it without writing anything (no lock file, no sync, no mount-state directory), unless a
+    /// writer died with it open: then redb's crash repair needs one writable open.
     pub fn open_existing(path: &Path, read_only: bool) -> Result<Db> {
+        Db::open_inner(path, read_only, true)
+    }
+
+    /// Opens the existing database at `path` for reading only, even when a crashed writer
+    /// left it needing repair (that is reported as an error instead): for `check`.
+    pub fn open_untouched(path: &Path) -> Result<Db> {
+        Db::open_inner(path, true, false)
+    }
+
+    fn open_inner(path: &Path, read_only: bool, may_repair: bool) -> Result<Db> {
         let dberr = |message: String| Error::Db {
             path: path.to_path_buf(),
             message,
@@ -211,10 +222,24 @@ impl Db {
         precheck(path).map_err(dberr)?;
         let handle = no_panic(path, || {
             if read_only {
-                builder()
-                    .open_read_only(path)
-                    .map(Handle::Ro)
-                    .map_err(|e| dberr(format!("the database is unreadable: {e}")))
+                match builder().open_read_only(path) {
+                    Ok(db) => Ok(Handle::Ro(db)),
+                    // A writer died with the database open: only a writable open repairs
+                    // it (redb's own crash recovery), so this one open writes.
+                    Err(redb::DatabaseError::RepairAborted) if may_repair => {
+                        tracing::info!(path = %path.display(), "the database needs redb's crash repair; opening it writable once");
+                        builder()
+                            .open(path)
+                            .map(Handle::Rw)
+                            .map_err(|e| dberr(format!("the database is unreadable: {e}")))
+                    }
+                    Err(redb::DatabaseError::RepairAborted) => Err(dberr(
+                        "a writer died with the database open; the next command that writes \
+                         repairs it"
+                            .into(),
+                    )),
+                    Err(e) => Err(dberr(format!("the database is unreadable: {e}"))),
+                }
             } else {
                 builder()
                     .open(path)
@@ -251,7 +276,8 @@ impl Db {
         Ok(me)
     }
 
-    /// Whether this handle was opened read-only.
+    /// Whether this handle was opened read-only (a read-only open of a database a crashed
+    /// writer left needing repair opens it writable, to repair it).
     pub fn is_read_only(&self) -> bool {
         matches!(self.db, Handle::Ro(_))
     }

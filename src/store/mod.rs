@@ -21,7 +21,9 @@
 //! refused untouched; a marked store whose database is missing, empty, a symlink or
 //! unreadable is refused untouched too (its records are what tells layers from leftovers).
 //! A read-only open ([`OpenRequest::read_only`]) opens the database without writing, takes
-//! no lock and runs no recovery: it reads one consistent snapshot of the last commit.
+//! no lock and runs no recovery: it reads one consistent snapshot of the last commit. Only
+//! when a dead process left something the recovery below would repair (found by reading
+//! alone, see [`check::needs_repair`]) does it open read-write and repair first.
 //!
 //! # Crash story
 //!

@@ -171,7 +171,9 @@ pub struct OpenRequest<'a> {
     /// no store behind that would remember options its driver cannot honour.
     pub check_new: Option<CheckFn<'a>>,
     /// Open an existing store without writing anything: no lock, no recovery, no sync. A root
-    /// with no store yet is created as usual.
+    /// with no store yet is created as usual, and a store an interrupted operation left
+    /// needing repair (see [`super::check::needs_repair`]) is repaired first, as a
+    /// read-write open would.
     pub read_only: bool,
 }
 
@@ -337,6 +339,7 @@ impl Store {
         let db = Db::create(&db_path, |w| {
             w.set_meta("driver", &driver)?;
             w.set_meta("format", FORMAT)?;
+            w.set_meta("boot_id", &crate::sys::boot_id())?;
             w.set_meta(OPTIONS_KEY, &options_json)
         })?;
         write_marker(root)?;
@@ -357,10 +360,22 @@ impl Store {
                 unmarked_unusable(&root, reason)
             }
         };
-        let db = Db::open_existing(&db_path, req.read_only).map_err(|e| match e {
-            Error::Db { message, .. } => unusable(&message),
-            other => other,
-        })?;
+        let open_db = |read_only: bool| {
+            Db::open_existing(&db_path, read_only).map_err(|e| match e {
+                Error::Db { message, .. } => unusable(&message),
+                other => other,
+            })
+        };
+        let mut db = open_db(req.read_only)?;
+        let mut read_only = req.read_only;
+        // A reader must see the state the crash story promises; if a dead process left work
+        // to finish or undo, this open repairs it first (and only then writes).
+        if read_only && super::check::needs_repair(&root, &db)? {
+            info!(root = %root.display(), "an interrupted operation left the store needing repair; repairing before reading");
+            drop(db);
+            db = open_db(false)?;
+            read_only = false;
+        }
         let stored = db
             .meta("driver")
             .map_err(|e| unusable(&e.to_string()))?
@@ -385,8 +400,8 @@ impl Store {
             merge_options(&root, stored_opts, &given)?;
         }
         let options = recorded.clone().unwrap_or_else(|| given.clone());
-        let store = Store::unopened(&root, db, stored, options, req.read_only);
-        if req.read_only {
+        let store = Store::unopened(&root, db, stored, options, read_only);
+        if read_only {
             return Ok(store);
         }
         let l = store.lock()?;
