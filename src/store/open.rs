@@ -168,7 +168,9 @@ pub struct OpenRequest<'a> {
     /// in canonical form (`key` → value); an unknown option for that driver is an error.
     pub options: OptionsFn<'a>,
     /// Run before a new store is created (driver, root, canonical options): a refusal leaves
-    /// no store behind that would remember options its driver cannot honour.
+    /// no store behind that would remember options its driver cannot honour. Also run for an
+    /// existing store given options other than its own, so that an option the driver cannot
+    /// honour is refused for that reason.
     pub check_new: Option<CheckFn<'a>>,
     /// Open an existing store without writing anything: no lock, no recovery, no sync. A root
     /// with no store yet is created as usual, and a store an interrupted operation left
@@ -397,6 +399,12 @@ impl Store {
             None => None,
         };
         if let Some(stored_opts) = &recorded {
+            // An option the driver cannot honour here is refused for that reason first: it
+            // says more than "options are fixed at creation".
+            let differs = given.iter().any(|(k, v)| stored_opts.get(k) != Some(v));
+            if let (true, Some(check)) = (differs, req.check_new) {
+                check(&stored, &root, &given)?;
+            }
             merge_options(&root, stored_opts, &given)?;
         }
         let options = recorded.clone().unwrap_or_else(|| given.clone());
