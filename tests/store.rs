@@ -365,6 +365,12 @@ fn empty_symlinked_or_truncated_database_is_refused() {
     assert_damage_refused(&s, &layers, ALL, "truncated meta.redb");
 
     fs::remove_file(&db).unwrap();
+    let st = Command::new("mkfifo").arg(&db).status().expect("mkfifo");
+    assert!(st.success());
+    assert_damage_refused(&s, &layers, ALL, "meta.redb a FIFO");
+    assert_mentions(&s.fail(["ls"]), "not a regular file", "FIFO meta.redb");
+
+    fs::remove_file(&db).unwrap();
     assert_damage_refused(&s, &layers, ALL, "missing meta.redb");
     let check = s.run(["check"]);
     check.expect_code(1);

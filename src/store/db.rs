@@ -28,6 +28,7 @@
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use redb::backends::FileBackend;
 use redb::{
     ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
     TableDefinition, WriteTransaction,
@@ -61,25 +62,36 @@ struct MountFile {
     mount: Option<super::record::MountState>,
 }
 
-/// Why a database file cannot be used, found before redb is asked to open it.
-fn precheck(path: &Path) -> std::result::Result<(), String> {
-    let md = match std::fs::symlink_metadata(path) {
-        Ok(md) => md,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err("the database file is missing".into())
-        }
-        Err(e) => return Err(format!("the database file cannot be inspected ({e})")),
-    };
-    if md.file_type().is_symlink() {
-        return Err("the database file is a symbolic link, which strata never follows".into());
-    }
+/// Opens the database file itself: never through a symlink (`O_NOFOLLOW`), never a FIFO or
+/// device (`O_NONBLOCK`, then a regular-file check on the descriptor), never an empty file
+/// (which redb would initialise as a new database). The error says why, for the message.
+fn open_file(path: &Path, write: bool) -> std::result::Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => "the database file is missing".to_string(),
+            Some(libc::ELOOP) => {
+                "the database file is a symbolic link, which strata never follows".to_string()
+            }
+            _ => format!("the database file cannot be opened ({e})"),
+        })?;
+    let md = file
+        .metadata()
+        .map_err(|e| format!("the database file cannot be inspected ({e})"))?;
     if !md.is_file() {
         return Err("the database file is not a regular file".into());
     }
     if md.len() == 0 {
         return Err("the database file is empty (zero bytes)".into());
     }
-    Ok(())
+    Ok(file)
+}
+
+fn backend(file: std::fs::File) -> std::result::Result<FileBackend, redb::DatabaseError> {
+    FileBackend::new(file)
 }
 
 thread_local! {
@@ -219,32 +231,34 @@ impl Db {
             path: path.to_path_buf(),
             message,
         };
-        precheck(path).map_err(dberr)?;
+        let file = open_file(path, !read_only).map_err(dberr)?;
+        let unreadable = |e: redb::DatabaseError| dberr(format!("the database is unreadable: {e}"));
         let handle = no_panic(path, || {
-            if read_only {
-                match builder().open_read_only(path) {
-                    Ok(db) => Ok(Handle::Ro(db)),
-                    // A writer died with the database open: only a writable open repairs
-                    // it (redb's own crash recovery), so this one open writes.
-                    Err(redb::DatabaseError::RepairAborted) if may_repair => {
-                        tracing::info!(path = %path.display(), "the database needs redb's crash repair; opening it writable once");
-                        builder()
-                            .open(path)
-                            .map(Handle::Rw)
-                            .map_err(|e| dberr(format!("the database is unreadable: {e}")))
-                    }
-                    Err(redb::DatabaseError::RepairAborted) => Err(dberr(
-                        "a writer died with the database open; the next command that writes \
-                         repairs it"
-                            .into(),
-                    )),
-                    Err(e) => Err(dberr(format!("the database is unreadable: {e}"))),
-                }
-            } else {
-                builder()
-                    .open(path)
+            if !read_only {
+                // The file is not empty, so this opens it (redb initialises only empty files).
+                return builder()
+                    .create_with_backend(backend(file).map_err(unreadable)?)
                     .map(Handle::Rw)
-                    .map_err(|e| dberr(format!("the database is unreadable: {e}")))
+                    .map_err(unreadable);
+            }
+            match builder().open_read_only_with_backend(backend(file).map_err(unreadable)?) {
+                Ok(db) => Ok(Handle::Ro(db)),
+                // A writer died with the database open: only a writable open repairs it
+                // (redb's own crash recovery), so this one open writes.
+                Err(redb::DatabaseError::RepairAborted) if may_repair => {
+                    tracing::info!(path = %path.display(), "the database needs redb's crash repair; opening it writable once");
+                    let file = open_file(path, true).map_err(dberr)?;
+                    builder()
+                        .create_with_backend(backend(file).map_err(unreadable)?)
+                        .map(Handle::Rw)
+                        .map_err(unreadable)
+                }
+                Err(redb::DatabaseError::RepairAborted) => Err(dberr(
+                    "a writer died with the database open; the next command that writes \
+                     repairs it"
+                        .into(),
+                )),
+                Err(e) => Err(unreadable(e)),
             }
         })?;
         let mounts = if read_only {
