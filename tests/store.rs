@@ -571,3 +571,46 @@ fn store_of_an_earlier_version_is_adopted() {
         b"hello"
     );
 }
+
+/// A writer killed in the middle of an apply: `check` reports it without repairing anything
+/// (not even the database redb left open), and the next reader repairs the store first.
+#[test]
+fn check_leaves_a_crash_alone_and_the_next_reader_repairs_it() {
+    let Some(s) = populated("vfs") else { return };
+    s.create("leaf", None);
+    let mut t = TarBuilder::new();
+    t.file("new.txt", b"new", Meta::mode(0o644));
+    let tar = s.scratch().join("layer.tar");
+    fs::write(&tar, t.finish()).unwrap();
+    let out = s.run_driver(
+        Some("vfs"),
+        &[("STRATA_FAILPOINT", "apply-after-pending")],
+        [
+            std::ffi::OsStr::new("apply-diff"),
+            std::ffi::OsStr::new("leaf"),
+            tar.as_os_str(),
+        ],
+    );
+    assert_eq!(out.signal, Some(libc::SIGKILL), "{}", out.describe());
+    let before = tree::snapshot(s.root());
+    let (out, writes) = traced(&s, &["check"]);
+    out.expect_failure();
+    assert!(writes.is_empty(), "check wrote:\n{}", writes.join("\n"));
+    assert_eq!(tree::snapshot(s.root()), before, "check changed the store");
+    assert!(
+        !out.stdout_str().contains("findings: 0"),
+        "{}",
+        out.describe()
+    );
+    // A reader repairs first, then answers from the repaired store.
+    assert_eq!(s.ok(["exists", "leaf"]), "true");
+    let out = s.run(["--json", "check"]);
+    out.expect_code(0);
+    assert!(
+        s.staging_names().is_empty(),
+        "the dead apply's staging was swept"
+    );
+    s.with_layer("leaf", |root| {
+        assert!(!root.join("new.txt").exists(), "rolled back")
+    });
+}
