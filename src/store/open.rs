@@ -369,15 +369,6 @@ impl Store {
             })
         };
         let mut db = open_db(req.read_only)?;
-        let mut read_only = req.read_only;
-        // A reader must see the state the crash story promises; if a dead process left work
-        // to finish or undo, this open repairs it first (and only then writes).
-        if read_only && super::check::needs_repair(&root, &db)? {
-            info!(root = %root.display(), "an interrupted operation left the store needing repair; repairing before reading");
-            drop(db);
-            db = open_db(false)?;
-            read_only = false;
-        }
         let stored = db
             .meta("driver")
             .map_err(|e| unusable(&e.to_string()))?
@@ -408,6 +399,15 @@ impl Store {
             merge_options(&root, stored_opts, &given)?;
         }
         let options = recorded.clone().unwrap_or_else(|| given.clone());
+        let mut read_only = req.read_only;
+        // A reader must see the state the crash story promises; if a dead process left work
+        // to finish or undo, this open repairs it first (and only then writes).
+        if read_only && super::check::needs_repair(&root, &db)? {
+            info!(root = %root.display(), "an interrupted operation left the store needing repair; repairing before reading");
+            drop(db);
+            db = open_db(false)?;
+            read_only = false;
+        }
         let store = Store::unopened(&root, db, stored, options, read_only);
         if read_only {
             return Ok(store);
