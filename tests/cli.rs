@@ -36,8 +36,6 @@ backend_tests!(
     changes_json_matches_text,
     image_layer_becomes_read_only_after_child,
     cleanup_unmounts_and_leaves_only_layer_dirs,
-    refused_driver_option_leaves_no_store_behind,
-    check_is_clean_after_normal_use,
 );
 
 /// A base layer holding `base.txt`, and `child` on it (so overlay really mounts the child).
@@ -670,34 +668,4 @@ fn usage_errors_exit_2() {
             "{args:?}: usage errors explain themselves"
         );
     }
-}
-
-/// A driver option the backend cannot honour is refused before the store exists, so the
-/// store does not remember it and later calls without it work.
-fn refused_driver_option_leaves_no_store_behind(backend: &str) {
-    let Some(s) = Store::new(backend) else { return };
-    let err = s.fail(["-o", "size=10M", "create", "a", "--rw"]);
-    assert_mentions(&err, "size", "driver size= without quotas");
-    assert!(
-        !s.root().exists(),
-        "a refused creation left {}",
-        s.root().display()
-    );
-    s.create_rw("a", None);
-    let status = s.ok(["status"]);
-    assert!(!status.contains("Default Size"), "{status}");
-}
-
-/// `check` after ordinary use: exit 0, nothing found, in text and JSON.
-fn check_is_clean_after_normal_use(backend: &str) {
-    let Some(s) = Store::new(backend) else { return };
-    base_and_child(&s, "base", "child");
-    s.get("child");
-    s.put("child");
-    s.remove("child");
-    let text = s.ok(["check"]);
-    assert!(text.contains("marker: present"), "{text}");
-    let v: Value = serde_json::from_str(&s.ok(["--json", "check"])).unwrap();
-    assert_eq!(v["findings"], Value::Array(vec![]), "{v}");
-    assert_eq!(v["layers"].as_u64(), Some(1), "{v}");
 }

@@ -1,7 +1,8 @@
 //! Opening a store safely, through the CLI: read-only commands neither write nor sync
-//! (checked with strace), driver options are remembered, foreign directories and damaged
-//! databases are refused untouched, directories without a record are quarantined instead of
-//! deleted, and `strata check` reports all of it without changing anything.
+//! (checked with strace), driver options are remembered, foreign directories are refused
+//! untouched, directories without a record are quarantined instead of deleted, and
+//! `strata check` reports all of it without changing anything. Damaged databases:
+//! `store_damage.rs`.
 
 mod common;
 
@@ -289,198 +290,6 @@ fn foreign_directories_are_refused_untouched() {
     );
 }
 
-/// A store with two layers, the snapshot of its layer directories and its database bytes.
-fn damaged_fixture() -> Option<(Store, tree::Tree, Vec<u8>)> {
-    let s = populated("vfs")?;
-    let layers = tree::snapshot(&s.layers_dir());
-    let db = fs::read(s.root().join("meta.redb")).unwrap();
-    Some((s, layers, db))
-}
-
-/// Runs read and write commands against the damaged store: each exits 1 with a message
-/// naming the database (never a panic), and the layer directories stay byte-identical.
-fn assert_damage_refused(s: &Store, layers: &tree::Tree, commands: &[&[&str]], what: &str) {
-    for args in commands {
-        let out = s.run(args.iter().copied());
-        let err = out.expect_failure();
-        assert_mentions(&err, "meta.redb", &format!("{what}: {args:?}"));
-        assert!(
-            !err.contains("panicked"),
-            "{what}: {args:?}: {}",
-            out.describe()
-        );
-        assert_eq!(
-            &tree::snapshot(&s.layers_dir()),
-            layers,
-            "{what}: `strata {args:?}` changed the layer directories"
-        );
-        assert!(
-            !s.root().join("quarantine").exists(),
-            "{what}: {args:?} quarantined layers"
-        );
-    }
-}
-
-const ALL: &[&[&str]] = &[
-    &["ls"],
-    &["exists", "base"],
-    &["create", "new"],
-    &["cleanup"],
-    &["get", "base"],
-];
-
-#[test]
-fn empty_symlinked_or_truncated_database_is_refused() {
-    let Some((s, layers, good)) = damaged_fixture() else {
-        return;
-    };
-    let db = s.root().join("meta.redb");
-    fs::write(&db, b"").unwrap();
-    assert_damage_refused(&s, &layers, ALL, "zero-length meta.redb");
-    let err = s.fail(["ls"]);
-    assert_mentions(&err, "empty", "zero-length meta.redb");
-    assert_mentions(&err, "backup", "the recovery advice");
-
-    let empty = s.scratch().join("empty");
-    fs::write(&empty, b"").unwrap();
-    fs::remove_file(&db).unwrap();
-    std::os::unix::fs::symlink(&empty, &db).unwrap();
-    assert_damage_refused(&s, &layers, ALL, "meta.redb a symlink to an empty file");
-    assert_mentions(&s.fail(["ls"]), "symbolic link", "symlinked meta.redb");
-    assert_eq!(
-        fs::read(&empty).unwrap(),
-        b"",
-        "the symlink's target was written"
-    );
-    assert!(fs::symlink_metadata(&db).unwrap().file_type().is_symlink());
-
-    let good_copy = s.scratch().join("good.redb");
-    fs::write(&good_copy, &good).unwrap();
-    fs::remove_file(&db).unwrap();
-    std::os::unix::fs::symlink(&good_copy, &db).unwrap();
-    assert_damage_refused(&s, &layers, ALL, "meta.redb a symlink to a good database");
-
-    fs::remove_file(&db).unwrap();
-    fs::write(&db, &good[..good.len() / 2]).unwrap();
-    assert_damage_refused(&s, &layers, ALL, "truncated meta.redb");
-
-    fs::remove_file(&db).unwrap();
-    let st = Command::new("mkfifo").arg(&db).status().expect("mkfifo");
-    assert!(st.success());
-    assert_damage_refused(&s, &layers, ALL, "meta.redb a FIFO");
-    assert_mentions(&s.fail(["ls"]), "not a regular file", "FIFO meta.redb");
-
-    fs::remove_file(&db).unwrap();
-    assert_damage_refused(&s, &layers, ALL, "missing meta.redb");
-    let check = s.run(["check"]);
-    check.expect_code(1);
-    assert_mentions(
-        &check.stdout_str(),
-        "database",
-        "check of a missing database",
-    );
-
-    fs::write(&db, &good).unwrap();
-    s.ok(["ls"]);
-    assert_eq!(
-        s.with_layer("base", |r| read_file(r, "hello.txt")),
-        b"hello"
-    );
-}
-
-/// Offsets of every occurrence of `needle` in `hay`.
-fn occurrences(hay: &[u8], needle: &[u8]) -> Vec<usize> {
-    hay.windows(needle.len())
-        .enumerate()
-        .filter(|(_, w)| *w == needle)
-        .map(|(i, _)| i)
-        .collect()
-}
-
-#[test]
-fn bit_flipped_database_is_refused() {
-    let Some((s, layers, good)) = damaged_fixture() else {
-        return;
-    };
-    let db = s.root().join("meta.redb");
-    // Old copies of pages stay in the file, so every copy is damaged.
-    let records = occurrences(&good, b"\"backend\"");
-    assert!(!records.is_empty(), "layer records are stored as JSON");
-    let driver_keys = occurrences(&good, b"driver");
-    assert!(!driver_keys.is_empty(), "the driver is recorded");
-    let cases: [(&str, Vec<usize>); 4] = [
-        ("the magic number", vec![0]),
-        ("the header", vec![9]),
-        ("the layer records", records),
-        ("the recorded driver", driver_keys),
-    ];
-    for (what, offsets) in cases {
-        let mut bad = good.clone();
-        for &offset in &offsets {
-            for b in &mut bad[offset..(offset + 16).min(good.len())] {
-                *b ^= 0xff;
-            }
-        }
-        fs::write(&db, &bad).unwrap();
-        let what = format!("16 bytes flipped in {what} (offsets {offsets:?})");
-        assert_damage_refused(&s, &layers, ALL, &what);
-        let check = s.run(["check"]);
-        check.expect_code(1);
-        assert!(
-            !check.stderr.contains("panicked"),
-            "{what}: {}",
-            check.describe()
-        );
-        assert_mentions(&check.stdout_str(), "database: ", &what);
-    }
-    fs::write(&db, &good).unwrap();
-    s.ok(["ls"]);
-}
-
-/// Damage anywhere in the file (16 bytes flipped at every KiB): a command either refuses
-/// cleanly (exit 1, a `strata:` line, no panic) or works on intact metadata; the layer
-/// directories are never changed.
-#[test]
-fn damage_anywhere_in_the_database_never_panics_or_touches_layers() {
-    let Some((s, layers, good)) = damaged_fixture() else {
-        return;
-    };
-    let db = s.root().join("meta.redb");
-    let mut refused = 0;
-    for offset in (0..good.len()).step_by(1024) {
-        let mut bad = good.clone();
-        for b in &mut bad[offset..(offset + 16).min(good.len())] {
-            *b ^= 0xff;
-        }
-        fs::write(&db, &bad).unwrap();
-        for args in [vec!["ls"], vec!["exists", "base"], vec!["cleanup"]] {
-            let out = s.run(&args);
-            let what = format!("16 bytes flipped at offset {offset}: {args:?}");
-            match out.code {
-                Some(0) => {}
-                Some(1) => {
-                    out.expect_failure();
-                    refused += 1;
-                }
-                _ => panic!("{what}: {}", out.describe()),
-            }
-            assert!(
-                !out.stderr.contains("panicked"),
-                "{what}: {}",
-                out.describe()
-            );
-            assert_eq!(tree::snapshot(&s.layers_dir()), layers, "{what}");
-            assert!(
-                !s.root().join("quarantine").exists(),
-                "{what}: quarantined layers"
-            );
-        }
-    }
-    assert!(refused > 0, "no damage was ever detected");
-    fs::write(&db, &good).unwrap();
-    s.ok(["ls"]);
-}
-
 #[test]
 fn unknown_layer_directories_are_quarantined_not_deleted() {
     let Some(s) = populated("vfs") else { return };
@@ -613,4 +422,42 @@ fn check_leaves_a_crash_alone_and_the_next_reader_repairs_it() {
     s.with_layer("leaf", |root| {
         assert!(!root.join("new.txt").exists(), "rolled back")
     });
+}
+
+/// A driver option the backend cannot honour is refused before the store exists, so the
+/// store does not remember it and later calls without it work.
+#[test]
+fn refused_driver_option_leaves_no_store_behind() {
+    for backend in ["vfs", "overlay"] {
+        let Some(s) = Store::new(backend) else {
+            continue;
+        };
+        let err = s.fail(["-o", "size=10M", "create", "a", "--rw"]);
+        assert_mentions(&err, "size", "driver size= without quotas");
+        assert!(
+            !s.root().exists(),
+            "{backend}: a refused creation left the root"
+        );
+        s.create_rw("a", None);
+        let status = s.ok(["status"]);
+        assert!(!status.contains("Default Size"), "{backend}: {status}");
+    }
+}
+
+/// `check` after ordinary use: exit 0, nothing found, in text and JSON.
+#[test]
+fn check_is_clean_after_normal_use() {
+    for backend in ["vfs", "overlay", "block"] {
+        let Some(s) = populated(backend) else {
+            continue;
+        };
+        s.get("child");
+        s.put("child");
+        s.remove("child");
+        let text = s.ok(["check"]);
+        assert!(text.contains("marker: present"), "{backend}: {text}");
+        let v: Value = serde_json::from_str(&s.ok(["--json", "check"])).unwrap();
+        assert_eq!(v["findings"], Value::Array(vec![]), "{backend}: {v}");
+        assert_eq!(v["layers"].as_u64(), Some(1), "{backend}: {v}");
+    }
 }
