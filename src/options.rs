@@ -55,6 +55,16 @@ pub fn split_kv(arg: &str) -> Result<(String, String)> {
     }
 }
 
+/// The driver options each driver knows.
+pub fn known_for(driver: &str) -> &'static [&'static str] {
+    match driver {
+        "vfs" => &["size"],
+        "overlay" => &["size", "native_diff"],
+        "block" => &["size", "vhd"],
+        _ => &["size", "native_diff", "vhd"],
+    }
+}
+
 impl DriverOptions {
     /// Parses driver options given as `KEY=VALUE` strings. Known keys: `size`, `native_diff`,
     /// `vhd`.
@@ -75,6 +85,50 @@ impl DriverOptions {
             }
         }
         Ok(out)
+    }
+
+    /// Parses the options given for a store of `driver` into their canonical form
+    /// (lowercase key → `size` in bytes, booleans as `true`/`false`), the form a store records.
+    /// An option the driver does not know is refused, naming the driver and its options; a
+    /// key given twice with different values is refused.
+    pub fn canonical_for<S: AsRef<str>>(
+        driver: &str,
+        args: &[S],
+    ) -> Result<BTreeMap<String, String>> {
+        let known = known_for(driver);
+        let mut out = BTreeMap::new();
+        for arg in args {
+            let (key, value) = split_kv(arg.as_ref())?;
+            let lower = key.to_ascii_lowercase();
+            if !known.contains(&lower.as_str()) {
+                return Err(Error::InvalidOption {
+                    key,
+                    reason: format!(
+                        "unknown driver option for the {driver} driver (known: {})",
+                        known.join(", ")
+                    ),
+                });
+            }
+            let canonical = match lower.as_str() {
+                "size" => parse_size(&key, &value)?.to_string(),
+                _ => parse_bool(&key, &value)?.to_string(),
+            };
+            if let Some(prev) = out.insert(lower.clone(), canonical.clone()) {
+                if prev != canonical {
+                    return Err(Error::InvalidOption {
+                        key,
+                        reason: format!("given twice, as {prev} and {canonical}"),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The options of a canonical map (as recorded by a store).
+    pub fn from_canonical(map: &BTreeMap<String, String>) -> Result<Self> {
+        let args: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        DriverOptions::parse(&args)
     }
 }
 
@@ -123,6 +177,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"size\"") && e.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn canonical_options_per_driver() {
+        let m = DriverOptions::canonical_for("block", &["VHD=yes", "size=1k"]).unwrap();
+        assert_eq!(m.get("vhd").map(String::as_str), Some("true"));
+        assert_eq!(m.get("size").map(String::as_str), Some("1024"));
+        assert_eq!(DriverOptions::from_canonical(&m).unwrap().vhd, Some(true));
+        let e = DriverOptions::canonical_for("overlay", &["vhd=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"vhd\"") && e.contains("overlay"), "{e}");
+        assert!(!e.contains("known: size, native_diff, vhd"), "{e}");
+        assert!(e.contains("known: size, native_diff"), "{e}");
+        let e = DriverOptions::canonical_for("vfs", &["size=1k", "size=2k"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("twice"), "{e}");
     }
 
     #[test]

@@ -344,7 +344,8 @@ fn stale_loop_devices_are_reconciled() {
     assert!(out.status.success(), "{out:?}");
     let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(loops_under(s.scratch()).len(), 1, "{dev} attached");
-    s.ok(["status"]);
+    // A command that writes: a clean store is opened read-only by `status` and the like.
+    s.create_rw("d", None);
     let left = loops_under(s.scratch());
     if !left.is_empty() {
         let _ = Command::new("losetup").args(["-d", &dev]).status();

@@ -145,8 +145,98 @@ pub trait Backend: Send + Sync {
     fn status(&self, store: &Store) -> Vec<(String, String)>;
 }
 
+/// Open-time probe results a store remembers (in its meta, see [`crate::store::db`]), so that
+/// probes that write (overlay's `d_type` probe creates a directory) run once per store and
+/// kernel, not on every command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Probes {
+    /// The kernel the results were taken under ([`kernel_id`]); results recorded under
+    /// another one are probed again.
+    pub kernel: String,
+    /// Whether the store's filesystem reports directory entry types (overlayfs needs it).
+    #[serde(default)]
+    pub d_type: Option<bool>,
+}
+
+impl Probes {
+    /// Empty results for the running kernel.
+    pub fn current() -> Probes {
+        Probes {
+            kernel: kernel_id(),
+            d_type: None,
+        }
+    }
+
+    /// The recorded results (JSON) if they were taken under the running kernel, else empty
+    /// ones.
+    pub fn from_recorded(json: Option<&str>) -> Probes {
+        let now = kernel_id();
+        json.and_then(|j| serde_json::from_str::<Probes>(j).ok())
+            .filter(|p| p.kernel == now)
+            .unwrap_or_else(Probes::current)
+    }
+}
+
+/// The running kernel: its release and boot id (a reboot, possibly into another kernel or
+/// with the store's filesystem reformatted, probes again).
+pub fn kernel_id() -> String {
+    let uname = rustix::system::uname();
+    format!(
+        "{} {}",
+        uname.release().to_string_lossy(),
+        crate::sys::boot_id()
+    )
+}
+
+/// Refuses a driver-wide `size` the backend cannot enforce.
+pub fn check_size(backend: &dyn Backend, options: &DriverOptions) -> Result<()> {
+    if options.size.is_some() && !backend.supports_size() {
+        return Err(Error::Unsupported(format!(
+            "the {} backend cannot enforce size= on this filesystem yet (size limits need XFS project quotas or the block backend)",
+            backend.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that a new store of driver `name` at `root` can honour `options`, before the store
+/// is created and records them.
+pub fn check_new(name: &str, root: &Path, options: &DriverOptions) -> Result<()> {
+    let backend = open(name, root, options, &mut Probes::current(), true)?;
+    check_size(backend.as_ref(), options)
+}
+
+/// The store meta key under which open-time probe results are recorded.
+const PROBES_KEY: &str = "probe";
+
+/// Opens the backend of `store` with the probe results it recorded under the running kernel;
+/// results probed now are recorded (read-write opens only: a read-only one probes nothing).
+pub fn open_for(store: &Store, options: &DriverOptions) -> Result<Box<dyn Backend>> {
+    let recorded = store.db().meta(PROBES_KEY)?;
+    let mut probes = Probes::from_recorded(recorded.as_deref());
+    let before = probes.clone();
+    let writable = !store.is_read_only();
+    let backend = open(store.driver(), store.root(), options, &mut probes, writable)?;
+    if writable && probes != before {
+        let json = serde_json::to_string(&probes).map_err(|e| Error::Db {
+            path: store.root().join(crate::store::DB_FILE),
+            message: e.to_string(),
+        })?;
+        store.set_meta(PROBES_KEY, &json)?;
+    }
+    Ok(backend)
+}
+
 /// Opens the backend called `name` for the store at `root`, checking that it can work there.
-pub fn open(name: &str, root: &Path, options: &DriverOptions) -> Result<Box<dyn Backend>> {
+/// Probes missing from `probes` are run and filled in when `may_probe` (a read-write open);
+/// a read-only open runs none and skips the checks they serve.
+pub fn open(
+    name: &str,
+    root: &Path,
+    options: &DriverOptions,
+    probes: &mut Probes,
+    may_probe: bool,
+) -> Result<Box<dyn Backend>> {
     if options.native_diff.is_some() && name != "overlay" {
         return Err(Error::InvalidOption {
             key: "native_diff".into(),
@@ -161,7 +251,9 @@ pub fn open(name: &str, root: &Path, options: &DriverOptions) -> Result<Box<dyn 
     }
     match name {
         "vfs" => Ok(Box::new(vfs::Vfs::open(root, options)?)),
-        "overlay" => Ok(Box::new(overlay::Overlay::open(root, options)?)),
+        "overlay" => Ok(Box::new(overlay::Overlay::open(
+            root, options, probes, may_probe,
+        )?)),
         "block" => Ok(Box::new(block::Block::open(root, options)?)),
         other => Err(Error::Unsupported(format!(
             "unknown driver {other:?} (known: {})",
@@ -175,7 +267,12 @@ pub const KNOWN: [&str; 3] = ["block", "overlay", "vfs"];
 
 /// The backend to use for a new store at `root`: overlay where it works, else vfs.
 pub fn default_for(root: &Path) -> String {
-    match overlay::Overlay::open(root, &DriverOptions::default()) {
+    match overlay::Overlay::open(
+        root,
+        &DriverOptions::default(),
+        &mut Probes::current(),
+        true,
+    ) {
         Ok(_) => "overlay".into(),
         Err(_) => "vfs".into(),
     }

@@ -85,7 +85,15 @@ fn relative_to(root: &Path, p: &Path) -> PathBuf {
 impl Overlay {
     /// Checks that overlay can work for a store at `root` (overlayfs available, backing
     /// filesystem not overlayfs and with `d_type`), picks mount options and probes quotas.
-    pub fn open(root: &Path, driver_options: &DriverOptions) -> Result<Overlay> {
+    /// The `d_type` result comes from `probes` when it holds one; otherwise it is probed
+    /// (which creates and deletes a directory) and recorded there when `may_probe`, and not
+    /// checked at all otherwise (a read-only open mounts nothing).
+    pub fn open(
+        root: &Path,
+        driver_options: &DriverOptions,
+        probes: &mut super::Probes,
+        may_probe: bool,
+    ) -> Result<Overlay> {
         if !mount::kernel_has_overlay() {
             return Err(Error::Unsupported(
                 "the kernel has no overlayfs (modprobe overlay), use --driver vfs".into(),
@@ -98,7 +106,10 @@ impl Overlay {
                 root.display()
             )));
         }
-        if !supports_d_type(root)? {
+        if probes.d_type.is_none() && may_probe {
+            probes.d_type = Some(supports_d_type(root)?);
+        }
+        if probes.d_type == Some(false) {
             return Err(Error::Unsupported(format!(
                 "{} is on a {backing} filesystem without d_type support, which overlayfs requires; reformat (xfs: ftype=1) or use --driver vfs",
                 root.display()

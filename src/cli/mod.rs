@@ -158,6 +158,9 @@ enum Command {
     },
     /// List layers: id, parent, kind, size, mounted.
     Ls,
+    /// Report the state of the store without changing anything: marker, database, layer
+    /// directories, leftovers, quarantine, mounts. Exit 0 when clean, 1 with the findings.
+    Check,
     /// Grow a writable layer to SIZE (block backend; offline: not mounted, no children).
     Resize {
         /// Layer id.
@@ -169,6 +172,47 @@ enum Command {
     #[cfg(feature = "docker-plugin")]
     #[command(subcommand)]
     Serve(serve::ServeCommand),
+}
+
+/// `strata check`: prints the report (text or JSON); an error (exit 1) when it has findings.
+fn check(root: &std::path::Path, json: bool) -> Result<()> {
+    let report = strata::store::check::check(root)?;
+    let out = &mut io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        writeln!(out, "root: {}", report.root.display())?;
+        writeln!(
+            out,
+            "marker: {}",
+            if report.marker { "present" } else { "missing" }
+        )?;
+        writeln!(
+            out,
+            "database: {}",
+            if report.database_ok {
+                "readable"
+            } else {
+                "unreadable"
+            }
+        )?;
+        if let Some(d) = &report.driver {
+            writeln!(out, "driver: {d}")?;
+        }
+        writeln!(out, "layers: {}", report.layers)?;
+        for f in &report.findings {
+            writeln!(out, "{}: {}", f.kind, f.detail)?;
+        }
+    }
+    out.flush()?;
+    if !report.is_clean() {
+        bail!(
+            "store {} has {} finding(s); see the report above",
+            report.root.display(),
+            report.findings.len()
+        );
+    }
+    Ok(())
 }
 
 /// Treats an empty `--parent ""` like an absent one, as the plugin protocol does.
@@ -235,7 +279,15 @@ fn run(cli: Cli) -> Result<()> {
         .root
         .clone()
         .unwrap_or_else(|| PathBuf::from("/var/lib/strata"));
+    if let Command::Check = &cli.command {
+        return check(&root, cli.json);
+    }
     let mut config = GraphConfig::new(&root);
+    // Commands that only read open the store without writing, locking or syncing anything.
+    config.read_only = matches!(
+        cli.command,
+        Command::Exists { .. } | Command::Ls | Command::Status | Command::Metadata { .. }
+    );
     config.driver = cli.driver.clone();
     config.options = cli.opt.clone();
     config.durable = !cli.no_sync;
@@ -332,6 +384,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ls => output::ls(out, &graph.list()?, cli.json)?,
         Command::Resize { id, size } => graph.resize(id, strata::units::ram_in_bytes(size)?)?,
+        Command::Check => unreachable!("check is dispatched before the store is opened"),
         #[cfg(feature = "docker-plugin")]
         Command::Serve(_) => unreachable!("servers are dispatched before the store is opened"),
     }

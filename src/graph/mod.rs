@@ -30,7 +30,7 @@ use crate::driver::{Capabilities, Change, CreateOpts, DiffStream, Driver};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::options::{DriverOptions, StorageOptions};
-use crate::store::{self, id, LayerKind, LayerRecord, Store};
+use crate::store::{self, id, LayerKind, LayerRecord, OpenRequest, Store};
 
 /// How to open a [`Graph`].
 #[derive(Debug, Clone)]
@@ -60,6 +60,10 @@ pub struct GraphConfig {
     /// (see [`reap_main`]), which inherits the directory's lock. Takes precedence over
     /// `background_remove`.
     pub remove_helper: Option<PathBuf>,
+    /// Open the store for reading only (`exists`, `ls`, `status`, `metadata`): nothing is
+    /// written, synced or locked unless the store needs crash repair (see
+    /// [`crate::store::OpenRequest::read_only`]).
+    pub read_only: bool,
 }
 
 impl GraphConfig {
@@ -75,6 +79,7 @@ impl GraphConfig {
             writers: 2,
             background_remove: false,
             remove_helper: None,
+            read_only: false,
         }
     }
 }
@@ -145,18 +150,25 @@ impl Graph {
                 )));
             }
         }
-        let options = DriverOptions::parse(&config.options)?;
-        let store = Store::open(&config.root, config.driver.as_deref(), || {
-            backend::default_for(&config.root)
-        })?;
-        let backend = backend::open(store.driver(), store.root(), &options)?;
-        backend.reconcile(&store)?;
-        if options.size.is_some() && !backend.supports_size() {
-            return Err(Error::Unsupported(format!(
-                "the {} backend cannot enforce size= on this filesystem yet (size limits need XFS project quotas or the block backend)",
-                backend.name()
-            )));
+        let given = &config.options;
+        let store = Store::open_with(
+            &config.root,
+            OpenRequest {
+                driver: config.driver.as_deref(),
+                default_driver: Box::new(backend::default_for),
+                options: Box::new(|driver| DriverOptions::canonical_for(driver, given)),
+                check_new: Some(Box::new(|driver, root, opts| {
+                    backend::check_new(driver, root, &DriverOptions::from_canonical(opts)?)
+                })),
+                read_only: config.read_only,
+            },
+        )?;
+        let options = DriverOptions::from_canonical(store.options())?;
+        let backend = backend::open_for(&store, &options)?;
+        if !store.is_read_only() {
+            backend.reconcile(&store)?;
         }
+        backend::check_size(backend.as_ref(), &options)?;
         debug!(root = %store.root().display(), driver = backend.name(), "opened store");
         Ok(Graph {
             inner: Arc::new(Inner {

@@ -7,7 +7,15 @@
 //! * `layers`: id → JSON [`LayerRecord`];
 //! * `children`: `"<parent>/<child>"` → `()` (ids never contain `/`, so the children of `p`
 //!   are exactly the keys in `["p/", "p0")`);
-//! * `meta`: store-wide facts (`driver`, `format`, `boot_id`).
+//! * `meta`: store-wide facts (`driver`, `format`, `boot_id`, `options`: the driver options
+//!   recorded at creation as a JSON object, `probe`: open-time probe results and the kernel
+//!   they were taken under).
+//!
+//! A database is created once, with its tables and first facts in one commit
+//! ([`Db::create`]); every later open ([`Db::open_existing`]) refuses a missing, empty,
+//! symlinked or unreadable file instead of initialising it, and every call into the database
+//! engine turns a panic (a damaged file can cause one) into [`Error::Db`]. A read-only open
+//! writes nothing at all.
 //!
 //! Mount state (a record's `refs` and `mount`) is kept beside the database, one small JSON
 //! file per mounted layer in `<root>/mounts/<id>`, replaced by rename and never fsync-ed: it
@@ -17,11 +25,13 @@
 //! because the page cache is shared by every process. Records read from the database always
 //! carry the mount state from these files (none if a file is missing or unreadable).
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use redb::backends::FileBackend;
 use redb::{
-    ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
 };
 
 use super::record::LayerRecord;
@@ -33,9 +43,16 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// The open database.
 pub struct Db {
-    db: Database,
+    db: Handle,
     path: PathBuf,
     mounts: PathBuf,
+}
+
+/// How the database file is held: for writing, or only for reading (nothing is ever written,
+/// not even redb's "open" flag, so read-only commands cost no sync).
+enum Handle {
+    Rw(Database),
+    Ro(ReadOnlyDatabase),
 }
 
 /// What `<root>/mounts/<id>` holds.
@@ -43,6 +60,85 @@ pub struct Db {
 struct MountFile {
     refs: u32,
     mount: Option<super::record::MountState>,
+}
+
+/// Opens the database file itself: never through a symlink (`O_NOFOLLOW`), never a FIFO or
+/// device (`O_NONBLOCK`, then a regular-file check on the descriptor), never an empty file
+/// (which redb would initialise as a new database). The error says why, for the message.
+fn open_file(path: &Path, write: bool) -> std::result::Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) => "the database file is missing".to_string(),
+            Some(libc::ELOOP) => {
+                "the database file is a symbolic link, which strata never follows".to_string()
+            }
+            _ => format!("the database file cannot be opened ({e})"),
+        })?;
+    let md = file
+        .metadata()
+        .map_err(|e| format!("the database file cannot be inspected ({e})"))?;
+    if !md.is_file() {
+        return Err("the database file is not a regular file".into());
+    }
+    if md.len() == 0 {
+        return Err("the database file is empty (zero bytes)".into());
+    }
+    Ok(file)
+}
+
+fn backend(file: std::fs::File) -> std::result::Result<FileBackend, redb::DatabaseError> {
+    FileBackend::new(file)
+}
+
+thread_local! {
+    /// How many [`no_panic`] calls this thread is inside; their panics are reported as errors,
+    /// so the panic hook stays silent for them.
+    static QUIET: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Installs (once) a panic hook that stays silent for panics [`no_panic`] catches and defers
+/// to the previous hook for every other panic.
+fn quiet_panics_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(|q| q.get()) == 0 {
+                previous(info);
+            } else {
+                tracing::debug!(%info, "the database engine panicked");
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic inside redb (a damaged file can trigger one) into an error.
+fn no_panic<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    quiet_panics_hook();
+    QUIET.with(|q| q.set(q.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(q.get() - 1));
+    result.unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::Db {
+            path: path.to_path_buf(),
+            message: format!("the database is damaged (the database engine failed: {what})"),
+        })
+    })
+}
+
+fn builder() -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+    b
 }
 
 fn child_key(parent: &str, child: &str) -> String {
@@ -57,15 +153,15 @@ impl Db {
         }
     }
 
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Db> {
-        let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(path)
-            .map_err(|e| Error::Db {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+    fn begin_read(&self) -> Result<ReadTransaction> {
+        match &self.db {
+            Handle::Rw(d) => d.begin_read(),
+            Handle::Ro(d) => d.begin_read(),
+        }
+        .map_err(|e| self.err(e))
+    }
+
+    fn make_mounts_dir(path: &Path) -> Result<PathBuf> {
         let mounts = path
             .parent()
             .unwrap_or_else(|| Path::new("."))
@@ -77,38 +173,140 @@ impl Db {
                 return Err(Error::io(format!("creating {}", mounts.display()), e));
             }
         }
-        let me = Db {
-            db,
+        Ok(mounts)
+    }
+
+    /// Creates a new database at `path` (which must not exist) with its tables, running `init`
+    /// in the same first commit.
+    pub fn create(path: &Path, init: impl FnOnce(&mut Writer<'_>) -> Result<()>) -> Result<Db> {
+        let dberr = |message: String| Error::Db {
             path: path.to_path_buf(),
-            mounts,
+            message,
         };
-        // Creating the tables is a durable commit (two fdatasyncs); only a new store needs it.
-        let exists = me.db.begin_read().is_ok_and(|r| {
-            r.open_table(LAYERS).is_ok()
-                && r.open_table(CHILDREN).is_ok()
-                && r.open_table(META).is_ok()
-        });
-        if exists {
-            return Ok(me);
-        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| dberr(format!("creating the database file: {e}")))?;
+        let db = no_panic(path, || {
+            builder()
+                .create_with_backend(
+                    redb::backends::FileBackend::new(file).map_err(|e| dberr(e.to_string()))?,
+                )
+                .map_err(|e| dberr(e.to_string()))
+        })?;
+        let me = Db {
+            db: Handle::Rw(db),
+            path: path.to_path_buf(),
+            mounts: Self::make_mounts_dir(path)?,
+        };
         me.write(|w| {
             w.txn.open_table(LAYERS).map_err(|e| w.db.err(e))?;
             w.txn.open_table(CHILDREN).map_err(|e| w.db.err(e))?;
             w.txn.open_table(META).map_err(|e| w.db.err(e))?;
+            init(w)
+        })?;
+        Ok(me)
+    }
+
+    /// Opens the existing database at `path`: never a symlink, never an empty or missing file
+    /// (those are refused, not initialised), and every table must be there. `read_only` opens
+    /// it without writing anything (no lock file, no sync, no mount-state directory), unless a
+    /// writer died with it open: then redb's crash repair needs one writable open.
+    pub fn open_existing(path: &Path, read_only: bool) -> Result<Db> {
+        Db::open_inner(path, read_only, true)
+    }
+
+    /// Opens the existing database at `path` for reading only, even when a crashed writer
+    /// left it needing repair (that is reported as an error instead): for `check`.
+    pub fn open_untouched(path: &Path) -> Result<Db> {
+        Db::open_inner(path, true, false)
+    }
+
+    fn open_inner(path: &Path, read_only: bool, may_repair: bool) -> Result<Db> {
+        let dberr = |message: String| Error::Db {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = open_file(path, !read_only).map_err(dberr)?;
+        let unreadable = |e: redb::DatabaseError| dberr(format!("the database is unreadable: {e}"));
+        let handle = no_panic(path, || {
+            if !read_only {
+                // The file is not empty, so this opens it (redb initialises only empty files).
+                return builder()
+                    .create_with_backend(backend(file).map_err(unreadable)?)
+                    .map(Handle::Rw)
+                    .map_err(unreadable);
+            }
+            match builder().open_read_only_with_backend(backend(file).map_err(unreadable)?) {
+                Ok(db) => Ok(Handle::Ro(db)),
+                // A writer died with the database open: only a writable open repairs it
+                // (redb's own crash recovery), so this one open writes.
+                Err(redb::DatabaseError::RepairAborted) if may_repair => {
+                    tracing::info!(path = %path.display(), "the database needs redb's crash repair; opening it writable once");
+                    let file = open_file(path, true).map_err(dberr)?;
+                    builder()
+                        .create_with_backend(backend(file).map_err(unreadable)?)
+                        .map(Handle::Rw)
+                        .map_err(unreadable)
+                }
+                Err(redb::DatabaseError::RepairAborted) => Err(dberr(
+                    "a writer died with the database open; the next command that writes \
+                     repairs it"
+                        .into(),
+                )),
+                Err(e) => Err(unreadable(e)),
+            }
+        })?;
+        let mounts = if read_only {
+            path.parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join("mounts")
+        } else {
+            Self::make_mounts_dir(path)?
+        };
+        let me = Db {
+            db: handle,
+            path: path.to_path_buf(),
+            mounts,
+        };
+        no_panic(path, || {
+            let r = me.begin_read()?;
+            for name in ["layers", "children", "meta"] {
+                let found = match name {
+                    "layers" => r.open_table(LAYERS).map(|_| ()),
+                    "children" => r.open_table(CHILDREN).map(|_| ()),
+                    _ => r.open_table(META).map(|_| ()),
+                };
+                found.map_err(|e| {
+                    me.err(format!("the database has no readable {name} table: {e}"))
+                })?;
+            }
             Ok(())
         })?;
         Ok(me)
     }
 
+    /// Whether this handle was opened read-only (a read-only open of a database a crashed
+    /// writer left needing repair opens it writable, to repair it).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.db, Handle::Ro(_))
+    }
+
     /// The layer record of `id`, if any.
     pub fn get(&self, id: &str) -> Result<Option<LayerRecord>> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
-        let v = t.get(id).map_err(|e| self.err(e))?;
-        match v {
-            Some(bytes) => Ok(Some(self.decode(id, bytes.value())?)),
-            None => Ok(None),
-        }
+        no_panic(&self.path, || {
+            let r = self.begin_read()?;
+            let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
+            let v = t.get(id).map_err(|e| self.err(e))?;
+            match v {
+                Some(bytes) => Ok(Some(self.decode(id, bytes.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// The records of `id` and its ancestors, `id` first, read in one snapshot (one read
@@ -118,34 +316,36 @@ impl Db {
     /// file lookup per layer). `Ok(None)` if `id` has no record; a missing ancestor is named
     /// in the error.
     pub fn chain(&self, id: &str) -> Result<Option<Vec<LayerRecord>>> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
-        let read = |key: &str| -> Result<Option<LayerRecord>> {
-            match t.get(key).map_err(|e| self.err(e))? {
-                Some(bytes) => Ok(Some(self.decode_bare(key, bytes.value())?)),
-                None => Ok(None),
+        no_panic(&self.path, || {
+            let r = self.begin_read()?;
+            let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
+            let read = |key: &str| -> Result<Option<LayerRecord>> {
+                match t.get(key).map_err(|e| self.err(e))? {
+                    Some(bytes) => Ok(Some(self.decode_bare(key, bytes.value())?)),
+                    None => Ok(None),
+                }
+            };
+            let Some(mut first) = read(id)? else {
+                return Ok(None);
+            };
+            self.load_mount_state(&mut first);
+            let mut out = vec![first];
+            let mut seen = std::collections::HashSet::new();
+            seen.insert(id.to_string());
+            while let Some(p) = out.last().and_then(|r| r.parent.clone()) {
+                if out.len() > 4096 || !seen.insert(p.clone()) {
+                    return Err(Error::Invalid {
+                        id: id.to_string(),
+                        reason: "parent chain is cyclic or absurdly deep".into(),
+                    });
+                }
+                match read(&p)? {
+                    Some(rec) => out.push(rec),
+                    None => return Err(Error::NotFound(p)),
+                }
             }
-        };
-        let Some(mut first) = read(id)? else {
-            return Ok(None);
-        };
-        self.load_mount_state(&mut first);
-        let mut out = vec![first];
-        let mut seen = std::collections::HashSet::new();
-        seen.insert(id.to_string());
-        while let Some(p) = out.last().and_then(|r| r.parent.clone()) {
-            if out.len() > 4096 || !seen.insert(p.clone()) {
-                return Err(Error::Invalid {
-                    id: id.to_string(),
-                    reason: "parent chain is cyclic or absurdly deep".into(),
-                });
-            }
-            match read(&p)? {
-                Some(rec) => out.push(rec),
-                None => return Err(Error::NotFound(p)),
-            }
-        }
-        Ok(Some(out))
+            Ok(Some(out))
+        })
     }
 
     fn decode(&self, id: &str, bytes: &[u8]) -> Result<LayerRecord> {
@@ -220,64 +420,75 @@ impl Db {
 
     /// Ids of the children of `id`, sorted.
     pub fn children(&self, id: &str) -> Result<Vec<String>> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(CHILDREN).map_err(|e| self.err(e))?;
-        let (lo, hi) = (format!("{id}/"), format!("{id}0"));
-        let mut out = Vec::new();
-        for item in t.range(lo.as_str()..hi.as_str()).map_err(|e| self.err(e))? {
-            let (k, _) = item.map_err(|e| self.err(e))?;
-            out.push(k.value()[lo.len()..].to_string());
-        }
-        Ok(out)
+        no_panic(&self.path, || {
+            let r = self.begin_read()?;
+            let t = r.open_table(CHILDREN).map_err(|e| self.err(e))?;
+            let (lo, hi) = (format!("{id}/"), format!("{id}0"));
+            let mut out = Vec::new();
+            for item in t.range(lo.as_str()..hi.as_str()).map_err(|e| self.err(e))? {
+                let (k, _) = item.map_err(|e| self.err(e))?;
+                out.push(k.value()[lo.len()..].to_string());
+            }
+            Ok(out)
+        })
     }
 
     /// Every layer record, sorted by id.
     pub fn list(&self) -> Result<Vec<LayerRecord>> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
-        // One directory listing instead of a failed file lookup per unmounted layer.
-        let mounted: std::collections::HashSet<String> =
-            self.mount_state_ids()?.into_iter().collect();
-        let mut out = Vec::new();
-        for item in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let mut rec = self.decode_bare(k.value(), v.value())?;
-            if mounted.contains(k.value()) {
-                self.load_mount_state(&mut rec);
+        no_panic(&self.path, || {
+            let r = self.begin_read()?;
+            let t = r.open_table(LAYERS).map_err(|e| self.err(e))?;
+            // One directory listing instead of a failed file lookup per unmounted layer.
+            let mounted: std::collections::HashSet<String> =
+                self.mount_state_ids()?.into_iter().collect();
+            let mut out = Vec::new();
+            for item in t.iter().map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let mut rec = self.decode_bare(k.value(), v.value())?;
+                if mounted.contains(k.value()) {
+                    self.load_mount_state(&mut rec);
+                }
+                out.push(rec);
             }
-            out.push(rec);
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// A store-wide fact.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = r.open_table(META).map_err(|e| self.err(e))?;
-        let v = t
-            .get(key)
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value().to_string());
-        Ok(v)
+        no_panic(&self.path, || {
+            let r = self.begin_read()?;
+            let t = r.open_table(META).map_err(|e| self.err(e))?;
+            let v = t
+                .get(key)
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value().to_string());
+            Ok(v)
+        })
     }
 
     /// Runs `f` in one write transaction, committed if `f` succeeds and aborted otherwise.
     pub fn write<R>(&self, f: impl FnOnce(&mut Writer<'_>) -> Result<R>) -> Result<R> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let mut w = Writer {
-            txn: &txn,
-            db: self,
-        };
-        match f(&mut w) {
-            Ok(r) => {
-                txn.commit().map_err(|e| self.err(e))?;
-                Ok(r)
+        no_panic(&self.path, || {
+            let Handle::Rw(db) = &self.db else {
+                return Err(self.err("the store was opened read-only; nothing may be written"));
+            };
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            let mut w = Writer {
+                txn: &txn,
+                db: self,
+            };
+            match f(&mut w) {
+                Ok(r) => {
+                    txn.commit().map_err(|e| self.err(e))?;
+                    Ok(r)
+                }
+                Err(e) => {
+                    let _ = txn.abort();
+                    Err(e)
+                }
             }
-            Err(e) => {
-                let _ = txn.abort();
-                Err(e)
-            }
-        }
+        })
     }
 }
 

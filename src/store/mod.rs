@@ -3,13 +3,27 @@
 //!
 //! ```text
 //! <root>/                 0700
-//!   meta.redb             layer records (see [`db`])
+//!   strata-store          store marker: only a directory carrying it (or an empty one) is
+//!                         opened as a store (see [`open`])
+//!   meta.redb             layer records, driver and driver options (see [`db`])
 //!   mounts/<id>           mount state of a mounted layer (not fsync-ed; see [`db`])
 //!   lock                  store lock; its content names the current holder
 //!   staging/<tag>-…/      work in progress, each flock-ed by the process building it
 //!   layers/<id>/          one directory per layer, backend-specific content
 //!   layers/<id>-removing  a layer being deleted
+//!   quarantine/<name>-<s> layer directories no record claimed, moved aside (never deleted)
 //! ```
+//!
+//! # Opening
+//!
+//! A missing or empty directory becomes a new store: database (driver, format, driver
+//! options in one commit), then the marker. A directory that is neither empty nor marked is
+//! refused untouched; a marked store whose database is missing, empty, a symlink or
+//! unreadable is refused untouched too (its records are what tells layers from leftovers).
+//! A read-only open ([`OpenRequest::read_only`]) opens the database without writing, takes
+//! no lock and runs no recovery: it reads one consistent snapshot of the last commit. Only
+//! when a dead process left something the recovery below would repair (found by reading
+//! alone, see [`check::needs_repair`]) does it open read-write and repair first.
 //!
 //! # Crash story
 //!
@@ -20,7 +34,9 @@
 //!
 //! * **Create**: the layer is built in `staging/`, then renamed to `layers/<id>` and its record
 //!   committed. Died before the rename: a staging leftover, swept. Died between rename and
-//!   commit: a layer directory with no record, swept. After the commit: the layer exists.
+//!   commit: a layer directory with no record, moved to `quarantine/` with a warning (a
+//!   directory the database does not know is never deleted: it may be a layer whose record
+//!   was lost). After the commit: the layer exists.
 //! * **Apply**: the new content is built in `staging/`; the record is marked `pending` with the
 //!   new generation, the staging directory is exchanged with `layers/<id>`, and the record is
 //!   committed with the new generation and size. Died before the exchange: the layer is as
@@ -37,31 +53,38 @@
 //!   `layers/` that no record claims are unmounted.
 //! * Staging directories are swept only when their flock can be taken, so a sweep never
 //!   deletes work another live process is doing.
+//! * **Create store**: died before the database's first commit: an empty skeleton (and maybe
+//!   an empty `meta.redb`, which is refused with a message); after it but before the marker:
+//!   an unmarked store with a readable database, adopted (marker written) at the next open.
 
+pub mod check;
 pub mod db;
 pub mod id;
+pub mod open;
 pub mod record;
+mod recover;
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustix::fs::{renameat_with, RenameFlags, CWD};
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::sys::lock::{describe_self, DirLock, LockError, StoreLock};
-use crate::sys::{self, mountinfo};
 pub use db::Db;
+pub use open::{inspect_root, OpenRequest, RootState, DB_FILE, MARKER};
 pub use record::{LayerKind, LayerRecord, MountState, PendingApply};
+pub use recover::QUARANTINE;
 
 /// Name of the file inside a layer directory that records the apply generation it holds.
 pub const APPLIED_FILE: &str = "applied";
@@ -77,6 +100,8 @@ pub struct Store {
     root: PathBuf,
     db: Db,
     driver: String,
+    options: BTreeMap<String, String>,
+    read_only: bool,
     process_lock: Mutex<()>,
     lock_timeout: Duration,
 }
@@ -114,6 +139,18 @@ fn mkdir_0700(path: &Path) -> Result<()> {
     }
 }
 
+/// Takes the cross-process store lock of the store at `root`.
+fn lock_root(root: &Path, timeout: Duration) -> Result<StoreLock> {
+    StoreLock::acquire(&root.join("lock"), timeout, &describe_self()).map_err(|e| match e {
+        LockError::Timeout { holder } => Error::Locked {
+            root: root.to_path_buf(),
+            holder,
+            waited_secs: timeout.as_secs(),
+        },
+        LockError::Io(e) => Error::io(format!("locking store {}", root.display()), e),
+    })
+}
+
 fn unique_name(tag: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -128,70 +165,6 @@ fn unique_name(tag: &str) -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
-    ///
-    /// `requested` is the driver the caller asked for, if any; a store remembers the driver it
-    /// was created with and refuses another. With no request, the stored driver is used, or
-    /// `default_driver()` for a new store. Opening sweeps leftovers and reconciles mount
-    /// references (see the crash story above).
-    pub fn open(
-        root: &Path,
-        requested: Option<&str>,
-        default_driver: impl FnOnce() -> String,
-    ) -> Result<Store> {
-        let root = if root.is_absolute() {
-            root.to_path_buf()
-        } else {
-            std::env::current_dir()
-                .ctx(|| "reading the current directory".into())?
-                .join(root)
-        };
-        fs::create_dir_all(&root).ctx(|| format!("creating store root {}", root.display()))?;
-        // The kernel's mount table shows canonical paths; so must we.
-        let root =
-            fs::canonicalize(&root).ctx(|| format!("resolving store root {}", root.display()))?;
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
-            .ctx(|| format!("setting mode 0700 on {}", root.display()))?;
-        mkdir_0700(&root.join("staging"))?;
-        mkdir_0700(&root.join("layers"))?;
-        let db = Db::open(&root.join("meta.redb"))?;
-        let stored = db.meta("driver")?;
-        let driver = match (stored, requested) {
-            (Some(s), Some(r)) if s != r => {
-                return Err(Error::DriverMismatch {
-                    root,
-                    stored: s,
-                    requested: r.to_string(),
-                })
-            }
-            (Some(s), _) => s,
-            (None, Some(r)) => r.to_string(),
-            (None, None) => default_driver(),
-        };
-        let store = Store {
-            root,
-            db,
-            driver,
-            process_lock: Mutex::new(()),
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-        };
-        {
-            let l = store.lock()?;
-            if l.db().meta("driver")?.is_none() {
-                let d = store.driver.clone();
-                l.db().write(|w| {
-                    w.set_meta("driver", &d)?;
-                    w.set_meta("format", FORMAT)
-                })?;
-            }
-            let report = l.recover()?;
-            if report != SweepReport::default() {
-                info!(?report, "recovered store state at open");
-            }
-        }
-        Ok(store)
-    }
-
     /// Sets how long [`Store::lock`] waits before failing.
     pub fn set_lock_timeout(&mut self, timeout: Duration) {
         self.lock_timeout = timeout;
@@ -205,6 +178,22 @@ impl Store {
     /// The driver this store was created for.
     pub fn driver(&self) -> &str {
         &self.driver
+    }
+
+    /// The driver options this store was created with (canonical `key` → value).
+    pub fn options(&self) -> &BTreeMap<String, String> {
+        &self.options
+    }
+
+    /// Whether the store was opened read-only (see [`OpenRequest::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Records a store-wide fact under the store lock.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let l = self.lock()?;
+        l.db().write(|w| w.set_meta(key, value))
     }
 
     /// `<root>/layers`.
@@ -241,19 +230,14 @@ impl Store {
     /// that reads the database, decides, changes the filesystem and writes the database back
     /// must hold it.
     pub fn lock(&self) -> Result<Locked<'_>> {
+        if self.read_only {
+            return Err(Error::Db {
+                path: self.root.join(DB_FILE),
+                message: "the store was opened read-only; nothing may be changed".into(),
+            });
+        }
         let guard = self.process_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let flock =
-            StoreLock::acquire(&self.root.join("lock"), self.lock_timeout, &describe_self())
-                .map_err(|e| match e {
-                    LockError::Timeout { holder } => Error::Locked {
-                        root: self.root.clone(),
-                        holder,
-                        waited_secs: self.lock_timeout.as_secs(),
-                    },
-                    LockError::Io(e) => {
-                        Error::io(format!("locking store {}", self.root.display()), e)
-                    }
-                })?;
+        let flock = lock_root(&self.root, self.lock_timeout)?;
         Ok(Locked {
             store: self,
             _flock: flock,
@@ -366,8 +350,11 @@ impl Locked<'_> {
             }
         }
         let target = self.store.layer_dir(&rec.id);
-        // No record, so whatever sits there is an orphan the sweep would delete anyway.
-        self.remove_dir_unmounting(&target)?;
+        // No record, so whatever sits there is an orphan: kept aside, never deleted.
+        if fs::symlink_metadata(&target).is_ok() {
+            let to = self.quarantine(&target)?;
+            warn!(id = %rec.id, moved_to = %to.display(), "a directory without a record was in the way of a new layer; moved it to quarantine");
+        }
         renameat_with(CWD, &staging.path, CWD, &target, RenameFlags::NOREPLACE)
             .ctx(|| format!("moving {} into place", staging.path.display()))?;
         crate::failpoint::hit("create-after-rename");
@@ -472,173 +459,6 @@ impl Locked<'_> {
                 Ok(removing)
             }
         }
-    }
-
-    /// Unmounts anything mounted at or below `dir`, then deletes it.
-    fn remove_dir_unmounting(&self, dir: &Path) -> Result<()> {
-        if fs::symlink_metadata(dir).is_err() {
-            return Ok(());
-        }
-        let table = mountinfo::read().ctx(|| "reading /proc/self/mountinfo".into())?;
-        for m in mountinfo::mounts_under(&table, dir) {
-            sys::mount::unmount(&m.mount_point)
-                .ctx(|| format!("unmounting {}", m.mount_point.display()))?;
-        }
-        fsutil::remove_tree(dir).ctx(|| format!("deleting {}", dir.display()))
-    }
-
-    /// Brings the store back to a consistent state after crashes: finishes interrupted
-    /// removals and applies, resets stale mount references, and deletes leftovers.
-    pub fn recover(&self) -> Result<SweepReport> {
-        let mut report = SweepReport::default();
-        self.repair_records(&mut report)?;
-        self.reconcile_mounts(&mut report)?;
-        self.sweep(&mut report)?;
-        Ok(report)
-    }
-
-    fn repair_records(&self, report: &mut SweepReport) -> Result<()> {
-        for rec in self.db().list()? {
-            let dir = self.store.layer_dir(&rec.id);
-            let removing =
-                self.store
-                    .layers_dir()
-                    .join(format!("{}{}", rec.id, id::REMOVING_SUFFIX));
-            if fs::symlink_metadata(&dir).is_err() && fs::symlink_metadata(&removing).is_ok() {
-                info!(id = %rec.id, "finishing an interrupted removal");
-                self.db().write(|w| w.delete(&rec))?;
-                report.repaired += 1;
-                continue;
-            }
-            if let Some(p) = &rec.pending {
-                let on_disk = fs::read_to_string(dir.join(APPLIED_FILE))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok());
-                let mut fixed = rec.clone();
-                fixed.pending = None;
-                if on_disk == Some(p.generation) {
-                    info!(id = %rec.id, "rolling an interrupted apply forward");
-                    fixed.generation = p.generation;
-                    fixed.size = Some(p.size);
-                    fixed.exact = p.exact;
-                    fixed.dirty = false;
-                } else {
-                    info!(id = %rec.id, "rolling an interrupted apply back");
-                }
-                self.db().write(|w| w.put(&fixed))?;
-                report.repaired += 1;
-            }
-        }
-        Ok(())
-    }
-
-    fn reconcile_mounts(&self, report: &mut SweepReport) -> Result<()> {
-        let boot = sys::boot_id();
-        let same_boot = self.db().meta("boot_id")?.as_deref() == Some(boot.as_str());
-        let table = mountinfo::read().ctx(|| "reading /proc/self/mountinfo".into())?;
-        let layers = self.store.layers_dir();
-        let live: HashSet<PathBuf> = mountinfo::mounts_under(&table, &layers)
-            .into_iter()
-            .map(|m| m.mount_point)
-            .collect();
-        let mut claimed = HashSet::new();
-        for rec in self.db().list()? {
-            let keep = match &rec.mount {
-                Some(m) if rec.refs > 0 => same_boot && (!m.mounted || live.contains(&m.path)),
-                Some(_) | None => rec.refs == 0 && rec.mount.is_none(),
-            };
-            if keep {
-                if let Some(m) = &rec.mount {
-                    claimed.insert(m.path.clone());
-                }
-                continue;
-            }
-            debug!(id = %rec.id, refs = rec.refs, "resetting stale mount references");
-            let mut fixed = rec.clone();
-            fixed.refs = 0;
-            fixed.mount = None;
-            self.db().write(|w| w.put(&fixed))?;
-            report.mounts += 1;
-        }
-        for path in live.difference(&claimed) {
-            info!(path = %path.display(), "unmounting a mount no layer reference claims");
-            sys::mount::unmount(path).ctx(|| format!("unmounting {}", path.display()))?;
-            report.mounts += 1;
-        }
-        if !same_boot {
-            self.db().write(|w| w.set_meta("boot_id", &boot))?;
-        }
-        Ok(())
-    }
-
-    fn sweep(&self, report: &mut SweepReport) -> Result<()> {
-        let staging = self.store.root.join("staging");
-        for entry in fs::read_dir(&staging).ctx(|| format!("reading {}", staging.display()))? {
-            let entry = entry.ctx(|| format!("reading {}", staging.display()))?;
-            let path = entry.path();
-            let lock = match fsutil::open_dir(&path) {
-                Ok(fd) => {
-                    DirLock::try_lock(fd, true).ctx(|| format!("locking {}", path.display()))?
-                }
-                // Not a directory (or gone): nobody's live work.
-                Err(_) => None,
-            };
-            if lock.is_none() && path.is_dir() {
-                continue; // a live process is building it
-            }
-            self.remove_dir_unmounting(&path)?;
-            report.staging += 1;
-        }
-        let layers = self.store.layers_dir();
-        let known: HashSet<String> = self.db().list()?.into_iter().map(|r| r.id).collect();
-        for id in self.db().mount_state_ids()? {
-            if !known.contains(&id) {
-                self.db().forget_mount_state(&id)?;
-            }
-        }
-        for entry in fs::read_dir(&layers).ctx(|| format!("reading {}", layers.display()))? {
-            let entry = entry.ctx(|| format!("reading {}", layers.display()))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if known.contains(name.as_ref()) {
-                continue;
-            }
-            if name.ends_with(id::REMOVING_SUFFIX) {
-                report.removing += 1;
-            } else {
-                warn!(dir = %name, "deleting a layer directory that has no record");
-                report.orphans += 1;
-            }
-            self.remove_dir_unmounting(&entry.path())?;
-        }
-        Ok(())
-    }
-
-    /// Unmounts every mount under `layers/` and resets every reference count (Docker's
-    /// `Cleanup` at daemon shutdown), then sweeps.
-    pub fn release_all(&self) -> Result<SweepReport> {
-        let mut report = SweepReport::default();
-        let table = mountinfo::read().ctx(|| "reading /proc/self/mountinfo".into())?;
-        for m in mountinfo::mounts_under(&table, &self.store.layers_dir()) {
-            sys::mount::unmount(&m.mount_point)
-                .ctx(|| format!("unmounting {}", m.mount_point.display()))?;
-            let _ = fs::remove_dir(&m.mount_point);
-            report.mounts += 1;
-        }
-        for rec in self.db().list()? {
-            if rec.refs > 0 || rec.mount.is_some() {
-                let mut fixed = rec.clone();
-                fixed.refs = 0;
-                fixed.mount = None;
-                self.db().write(|w| w.put(&fixed))?;
-            }
-        }
-        let rest = self.recover()?;
-        report.staging = rest.staging;
-        report.removing = rest.removing;
-        report.orphans = rest.orphans;
-        report.repaired = rest.repaired;
-        Ok(report)
     }
 }
 

@@ -96,6 +96,98 @@ fn orphans_and_dead_staging_are_swept_but_live_staging_is_not() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
+    // The orphan was moved aside whole, not deleted.
+    let quarantined: Vec<_> = fs::read_dir(t.path().join(QUARANTINE))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert!(quarantined[0].join("fs").is_dir());
+}
+
+fn open_ro(root: &Path) -> Result<Store> {
+    Store::open_with(
+        root,
+        OpenRequest {
+            read_only: true,
+            ..OpenRequest::plain(None, || "vfs".into())
+        },
+    )
+}
+
+#[test]
+fn read_only_open_refuses_every_change() {
+    let t = tempfile::tempdir().unwrap();
+    drop(open(t.path()));
+    let lock_before = fs::read(t.path().join("lock")).unwrap();
+    let store = open_ro(t.path()).unwrap();
+    assert!(store.is_read_only());
+    assert!(
+        store.lock().is_err(),
+        "a read-only store must not be locked"
+    );
+    let err = store
+        .db()
+        .write(|w| w.set_meta("x", "y"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("read-only"), "{err}");
+    assert_eq!(store.db().meta("driver").unwrap().as_deref(), Some("vfs"));
+    assert_eq!(fs::read(t.path().join("lock")).unwrap(), lock_before);
+}
+
+#[test]
+fn marked_store_with_an_empty_database_is_refused_and_kept() {
+    let t = tempfile::tempdir().unwrap();
+    {
+        let store = open(t.path());
+        new_layer(&store, "a", None);
+    }
+    fs::write(t.path().join(DB_FILE), b"").unwrap();
+    for read_only in [false, true] {
+        let err = if read_only {
+            open_ro(t.path()).err().unwrap()
+        } else {
+            Store::open(t.path(), None, || "vfs".into()).err().unwrap()
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("empty") && msg.contains("backup"), "{msg}");
+    }
+    assert_eq!(
+        fs::read_to_string(t.path().join("layers/a/content")).unwrap(),
+        "a"
+    );
+    assert!(!t.path().join(QUARANTINE).exists());
+}
+
+#[test]
+fn creation_records_driver_options_and_refuses_others() {
+    let t = tempfile::tempdir().unwrap();
+    let with = |opts: &[(&str, &str)]| {
+        let given: BTreeMap<String, String> = opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Store::open_with(
+            t.path(),
+            OpenRequest {
+                options: Box::new(move |_| Ok(given)),
+                ..OpenRequest::plain(Some("vfs"), || "vfs".into())
+            },
+        )
+    };
+    drop(with(&[("size", "1024")]).unwrap());
+    let store = with(&[]).unwrap();
+    assert_eq!(
+        store.options().get("size").map(String::as_str),
+        Some("1024")
+    );
+    drop(store);
+    let err = with(&[("size", "2048")]).err().unwrap().to_string();
+    assert!(
+        err.contains("size=1024") && err.contains("size=2048"),
+        "{err}"
+    );
 }
 
 #[test]
