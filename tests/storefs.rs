@@ -35,6 +35,79 @@ impl Drop for TestMount {
     }
 }
 
+/// What one `strata` invocation did.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the `strata` binary on the store at `root` with a hang guard (killed after 300 s).
+fn strata(root: &Path, driver: &str, args: &[&str]) -> Run {
+    use std::io::{Read, Seek};
+    use std::process::{Command, Stdio};
+    let mut out = tempfile::tempfile().expect("stdout file");
+    let mut err = tempfile::tempfile().expect("stderr file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--root")
+        .arg(root)
+        .arg("--driver")
+        .arg(driver)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .spawn()
+        .expect("start strata");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for strata") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("strata {args:?} hung for 300 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let read = |f: &mut fs::File| {
+        let mut s = String::new();
+        f.rewind().expect("rewind");
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).expect("read output");
+        s.push_str(&String::from_utf8_lossy(&b));
+        s
+    };
+    Run {
+        code: status.code(),
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    }
+}
+
+impl Run {
+    fn ok(&self, what: &str) -> &Self {
+        assert_eq!(self.code, Some(0), "{what} failed: {}", self.stderr);
+        self
+    }
+
+    /// Exit 1 with a `strata:` message (never a signal); returns the message.
+    fn refused(&self, what: &str) -> String {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "{what} should be refused: {}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains("strata: "),
+            "{what}: no message: {}",
+            self.stderr
+        );
+        self.stderr.clone()
+    }
+}
+
 fn open(root: &Path, driver: &str) -> strata::Result<Graph> {
     let mut c = GraphConfig::new(root);
     c.driver = Some(driver.into());
@@ -104,4 +177,160 @@ fn vfs_store_opens_beside_odd_mount_points() {
 #[test]
 fn overlay_store_opens_beside_odd_mount_points() {
     store_opens_beside_odd_mount_points("overlay");
+}
+
+// ---- item: deletes of any depth --------------------------------------------------------------
+
+/// Builds `depth` nested directories under `dir`, fd-relative (no path could name the bottom).
+fn deep_tree(dir: &Path, depth: usize) {
+    use rustix::fs::{mkdirat, openat, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut cur = openat(rustix::fs::CWD, dir, flags, Mode::empty()).expect("open");
+    for i in 0..depth {
+        mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).expect("mkdir");
+        if i % 997 == 0 {
+            let f = openat(
+                &cur,
+                "f",
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .expect("file");
+            drop(f);
+        }
+        cur = openat(&cur, "d", flags, Mode::empty()).expect("open");
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits (up to 300 s) until `dir` is empty.
+fn wait_empty(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !entries(dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never emptied: {:?}",
+            dir.display(),
+            entries(dir)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A store in a tmpfs of its own (deep trees are about the walk, not the disk's speed).
+struct DeepStore {
+    _cleanup: Cleanup,
+    _fs: TestMount,
+    root: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+fn deep_store() -> DeepStore {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let fs = TestMount::tmpfs(tmp.path());
+    DeepStore {
+        _cleanup: Cleanup(tmp.path().to_path_buf()),
+        _fs: fs,
+        root: tmp.path().join("root"),
+        _tmp: tmp,
+    }
+}
+
+/// A container layer `c` on `base` whose writable layer holds a `depth`-deep tree, made
+/// through the CLI and the mounted path.
+fn container_with_deep_tree(root: &Path, driver: &str, depth: usize) {
+    strata(root, driver, &["create", "base"]).ok("create base");
+    strata(root, driver, &["create", "--rw", "c", "--parent", "base"]).ok("create c");
+    let got = strata(root, driver, &["get", "c"]);
+    got.ok("get");
+    deep_tree(Path::new(got.stdout.trim()), depth);
+    strata(root, driver, &["put", "c"]).ok("put");
+}
+
+fn cli_remove_deep(driver: &str, depth: usize, background: bool) {
+    let s = deep_store();
+    container_with_deep_tree(&s.root, driver, depth);
+    let args: &[&str] = if background {
+        &["remove", "--background", "c"]
+    } else {
+        &["remove", "c"]
+    };
+    strata(&s.root, driver, args).ok("remove");
+    wait_empty(&s.root.join("staging"));
+    assert_eq!(entries(&s.root.join("layers")), vec!["base".to_string()]);
+    strata(&s.root, driver, &["remove", "base"]).ok("remove base");
+}
+
+#[test]
+fn vfs_cli_remove_10000_deep() {
+    cli_remove_deep("vfs", 10_000, false);
+}
+
+#[test]
+fn vfs_cli_remove_100000_deep() {
+    cli_remove_deep("vfs", 100_000, false);
+}
+
+#[test]
+fn overlay_cli_remove_100000_deep() {
+    cli_remove_deep("overlay", 100_000, false);
+}
+
+#[test]
+fn vfs_cli_background_remove_100000_deep() {
+    cli_remove_deep("vfs", 100_000, true);
+}
+
+/// `background_remove` deletes on a thread with the default 2 MiB stack.
+fn library_background_remove(driver: &str, depth: usize) {
+    let s = deep_store();
+    container_with_deep_tree(&s.root, driver, depth);
+    let mut c = GraphConfig::new(&s.root);
+    c.driver = Some(driver.into());
+    c.background_remove = true;
+    let g = Graph::open(c).expect("open");
+    g.remove("c").expect("remove");
+    g.wait_removals();
+    assert_eq!(entries(&s.root.join("staging")), Vec::<String>::new());
+    g.remove("base").expect("remove base");
+}
+
+#[test]
+fn vfs_background_thread_remove_10000_deep() {
+    library_background_remove("vfs", 10_000);
+}
+
+#[test]
+fn overlay_background_thread_remove_100000_deep() {
+    library_background_remove("overlay", 100_000);
+}
+
+/// A deletion that died half-way leaves its tree in staging/; opening the store sweeps it.
+fn sweep_deep_leftover(driver: &str, depth: usize) {
+    let s = deep_store();
+    strata(&s.root, driver, &["create", "base"]).ok("create base");
+    let leftover = s.root.join("staging").join("removed-x-1-2-3");
+    fs::create_dir(&leftover).expect("leftover");
+    deep_tree(&leftover, depth);
+    strata(&s.root, driver, &["ls"]).ok("open with a deep leftover");
+    assert_eq!(entries(&s.root.join("staging")), Vec::<String>::new());
+    strata(&s.root, driver, &["ls"]).ok("open again");
+}
+
+#[test]
+fn vfs_open_sweeps_a_10000_deep_leftover() {
+    sweep_deep_leftover("vfs", 10_000);
+}
+
+#[test]
+fn overlay_open_sweeps_a_100000_deep_leftover() {
+    sweep_deep_leftover("overlay", 100_000);
 }
