@@ -44,6 +44,11 @@ struct Run {
 
 /// Runs the `strata` binary on the store at `root` with a hang guard (killed after 300 s).
 fn strata(root: &Path, driver: &str, args: &[&str]) -> Run {
+    strata_env(root, driver, args, &[])
+}
+
+/// [`strata`] with extra environment variables.
+fn strata_env(root: &Path, driver: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     use std::io::{Read, Seek};
     use std::process::{Command, Stdio};
     let mut out = tempfile::tempfile().expect("stdout file");
@@ -54,6 +59,7 @@ fn strata(root: &Path, driver: &str, args: &[&str]) -> Run {
         .arg("--driver")
         .arg(driver)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("dup"))
         .stderr(err.try_clone().expect("dup"))
@@ -333,4 +339,58 @@ fn vfs_open_sweeps_a_10000_deep_leftover() {
 #[test]
 fn overlay_open_sweeps_a_100000_deep_leftover() {
     sweep_deep_leftover("overlay", 100_000);
+}
+
+// ---- item: mount labels --------------------------------------------------------------------
+
+const HOSTILE_LABELS: [&str; 5] = [
+    "system_u:object_r:container_file_t:s0\",lowerdir=/,upperdir=/tmp",
+    "system_u:object_r:container_file_t:s0,upperdir=/tmp",
+    "system_u:object_r:container_file_t:s0:c1,lowerdir=/",
+    "system_u:object_r:container_file_t:s0\nx",
+    "a:b",
+];
+
+fn hostile_labels_refused(driver: &str, api: &str) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _c = Cleanup(tmp.path().to_path_buf());
+    let root = tmp.path().join("root");
+    let env = [("STRATA_MOUNT_API", api)];
+    strata_env(&root, driver, &["create", "base"], &env).ok("create");
+    strata_env(
+        &root,
+        driver,
+        &["create", "--rw", "c", "--parent", "base"],
+        &env,
+    )
+    .ok("create");
+    for label in HOSTILE_LABELS {
+        let r = strata_env(&root, driver, &["get", "--mount-label", label, "c"], &env);
+        let msg = r.refused("get with a hostile label");
+        assert!(msg.contains("\"c\"") && msg.contains("SELinux"), "{msg}");
+        assert_eq!(
+            mounts_under(&root),
+            Vec::<PathBuf>::new(),
+            "nothing mounted"
+        );
+    }
+    let good = "system_u:object_r:container_file_t:s0:c1,c2";
+    let r = strata_env(&root, driver, &["get", "--mount-label", good, "c"], &env);
+    r.ok("get with a well-formed label");
+    strata_env(&root, driver, &["put", "c"], &env).ok("put");
+}
+
+#[test]
+fn overlay_hostile_labels_refused_new_api() {
+    hostile_labels_refused("overlay", "new");
+}
+
+#[test]
+fn overlay_hostile_labels_refused_classic() {
+    hostile_labels_refused("overlay", "classic");
+}
+
+#[test]
+fn vfs_hostile_labels_refused() {
+    hostile_labels_refused("vfs", "new");
 }

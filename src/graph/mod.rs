@@ -431,6 +431,12 @@ impl Driver for Graph {
 
     fn get(&self, id: &str, mount_label: &str) -> Result<PathBuf> {
         id::validate(id)?;
+        if !mount_label.is_empty() {
+            crate::sys::label::validate(mount_label).map_err(|why| Error::Invalid {
+                id: id.to_string(),
+                reason: format!("mount label {mount_label:?} is not an SELinux context: {why}"),
+            })?;
+        }
         let store = self.store();
         for attempt in 0..3 {
             // Already mounted (the common case under dockerd): one record read, no chain walk,

@@ -159,6 +159,8 @@ fn mount_overlay_new_api(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
         set(k, std::ffi::OsStr::new(v))?;
     }
     if let Some(label) = &spec.label {
+        check_label(label)?;
+        // A key of its own: nothing in the value can start another option.
         set("context", std::ffi::OsStr::new(label))?;
     }
     fsconfig_create(fs.as_fd()).map_err(|e| with_log(&fs, "creating overlay mount", e))?;
@@ -177,6 +179,16 @@ fn mount_overlay_new_api(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )?;
     Ok(())
+}
+
+/// Refuses a mount label that is not an SELinux context (see [`super::label`]).
+fn check_label(label: &str) -> io::Result<()> {
+    super::label::validate(label).map_err(|why| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mount label {label:?} is not an SELinux context: {why}"),
+        )
+    })
 }
 
 /// The classic `mount(2)` form; its option string must fit in one page, which limits depth.
@@ -214,6 +226,9 @@ fn mount_overlay_classic(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
         data.push_str(&format!(",{k}={v}"));
     }
     if let Some(label) = &spec.label {
+        check_label(label)?;
+        // Quoted (as Docker's FormatMountLabel does): a category list's commas stay inside;
+        // the label grammar admits no quote that could close it early.
         data.push_str(&format!(",context=\"{label}\""));
     }
     let page = rustix::param::page_size();
@@ -334,4 +349,45 @@ pub fn mount_block_detached(
 pub fn bind(src: &Path, target: &Path) -> io::Result<()> {
     mount_bind(src, target)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile label is refused before the kernel sees it, on both mount paths, and nothing
+    /// is mounted.
+    #[test]
+    fn hostile_labels_are_refused_on_both_paths() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir(t.path().join(d)).unwrap();
+        }
+        let hostile = "system_u:object_r:container_file_t:s0\",lowerdir=/,upperdir=/tmp";
+        let spec = OverlaySpec {
+            lowers: vec![PathBuf::from("lower")],
+            upper: Some((PathBuf::from("upper"), PathBuf::from("work"))),
+            label: Some(hostile.to_string()),
+            options: Vec::new(),
+        };
+        let merged = t.path().join("merged");
+        for classic in [false, true] {
+            let r = if classic {
+                mount_overlay_classic_in(t.path(), &merged, &spec)
+            } else {
+                mount_overlay_in(t.path(), &merged, &spec)
+            };
+            let mounted = crate::sys::mountinfo::read()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_point == merged);
+            if mounted {
+                let _ = unmount(&merged);
+            }
+            let e = r.expect_err("a hostile label must be refused");
+            assert!(!mounted, "nothing may be mounted (classic: {classic})");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("not an SELinux context"), "{e}");
+        }
+    }
 }
