@@ -30,6 +30,79 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// How everything inside a store is resolved: beneath the starting directory, through no
+/// symlink at all (not even one pointing back inside), and never through `/proc` magic links.
+fn strict() -> rustix::fs::ResolveFlags {
+    use rustix::fs::ResolveFlags;
+    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS
+}
+
+/// Opens `rel` (a relative path) beneath the directory `root` (an absolute, trusted path
+/// without symlinks, like a store root) with `flags`, refusing any symlink on the way
+/// (`ELOOP`) and any path leaving `root` (`EXDEV`).
+pub fn open_beneath(root: &Path, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    let rfd = openat(
+        CWD,
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(rustix::fs::openat2(
+        &rfd,
+        rel,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        strict(),
+    )?)
+}
+
+/// An `O_PATH` descriptor of the directory `rel` beneath `root` (see [`open_beneath`]): pins
+/// the directory itself, whatever is renamed or swapped in afterwards.
+pub fn pin_dir_beneath(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
+    must_be_dir(open_beneath(root, rel, OFlags::PATH | OFlags::DIRECTORY)?)
+}
+
+/// `fd` if it is a directory (an `O_PATH|O_NOFOLLOW` open can pin a symlink itself).
+fn must_be_dir(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    Ok(fd)
+}
+
+/// Creates the directory `rel` beneath `root` with `mode` if it is missing (an existing
+/// directory is kept as it is) and pins it, resolving as [`open_beneath`] does: a symlink
+/// anywhere on the way, or in place of the directory, is refused and nothing is created
+/// outside `root`.
+pub fn mkdir_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<OwnedFd> {
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let pfd = pin_dir_beneath(root, parent)?;
+    match rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(mode)) {
+        Ok(()) => crate::sys::fchmodat_nofollow(pfd.as_fd(), name, mode)?,
+        Err(Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    must_be_dir(rustix::fs::openat2(
+        &pfd,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        strict(),
+    )?)
+}
+
+/// `/proc/self/fd/<fd>`: a path naming exactly the object `fd` pins, for calls that take a
+/// path (mount options, `mount(2)`); resolving it follows no name in the filesystem.
+pub fn fd_path(fd: BorrowedFd<'_>) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+}
+
 /// Removes `name` inside `dir` and everything beneath it, never following symlinks and never
 /// crossing into another mount (a mount point makes the removal fail with `EBUSY` instead of
 /// deleting someone else's files). A missing `name`, or entries vanishing underneath (another

@@ -19,12 +19,14 @@ use std::path::{Path, PathBuf};
 
 use super::quota::Quotas;
 use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use crate::archive::apply::Format;
 use crate::archive::overlay_changes::overlay_changes;
 use crate::archive::Change;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
 use crate::options::DriverOptions;
 use crate::store::{LayerRecord, MountState, Store};
 use crate::sys::mount::{self, OverlaySpec};
@@ -72,14 +74,6 @@ fn supports_d_type(dir: &Path) -> Result<bool> {
     })();
     let _ = std::fs::remove_dir_all(&probe);
     result
-}
-
-/// `p` relative to `root` when it lies below it (mounts resolve it from a thread whose working
-/// directory is `root`).
-fn relative_to(root: &Path, p: &Path) -> PathBuf {
-    p.strip_prefix(root)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 impl Overlay {
@@ -177,36 +171,32 @@ impl Overlay {
             .unwrap_or(1)
     }
 
-    /// Mounts with classic `mount(2)`: lowers as `l/<short>` symlinks, every path relative to
-    /// the store root.
+    /// Mounts with classic `mount(2)` on `merged`: lowers as `l/<short>` links (one page of
+    /// options must hold them all), upper and work relative to the store root. Every link is
+    /// checked right before the mount to point at its layer's `diff/`, itself reached through
+    /// no symlink; `l/` itself must be a real directory.
     fn mount_classic(
         &self,
         store: &Store,
         chain: &[LayerRecord],
-        merged: &Path,
+        merged: BorrowedFd<'_>,
+        readonly: bool,
         mut spec: OverlaySpec,
     ) -> Result<()> {
         let id = &chain[0].id;
-        let links = store.root().join("l");
-        mkdir_mode(&links, 0o700)?;
-        let relative = |p: &Path| relative_to(store.root(), p);
-        let mut lowers = Vec::with_capacity(spec.lowers.len());
-        for lower in &spec.lowers {
-            let lid = lower
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let short = Self::short_link(&lid);
-            let link = store.root().join(&short);
-            if std::fs::symlink_metadata(&link).is_err() {
-                std::os::unix::fs::symlink(format!("../layers/{lid}/diff"), &link)
-                    .ctx(|| format!("creating {}", link.display()))?;
-            }
-            lowers.push(PathBuf::from(short));
+        let root = store.root();
+        let links = fsutil::mkdir_beneath(root, Path::new("l"), 0o700)
+            .map_err(|e| refuse(id, &root.join("l"), e))?;
+        let mut lowers = Vec::with_capacity(chain.len());
+        let own = readonly.then_some(id);
+        for lid in own.into_iter().chain(chain[1..].iter().map(|r| &r.id)) {
+            lowers.push(PathBuf::from(Self::checked_link(root, links.as_fd(), lid)?));
         }
         spec.lowers = lowers;
-        spec.upper = spec.upper.map(|(u, w)| (relative(&u), relative(&w)));
+        if !readonly {
+            let rel = |sub: &str| PathBuf::from("layers").join(id).join(sub);
+            spec.upper = Some((rel("diff"), rel("work")));
+        }
         let page = rustix::param::page_size();
         if mount::classic_options_len(&spec) >= page {
             let why = if mount::overlay_supports_lowerdir_plus() {
@@ -220,9 +210,127 @@ impl Overlay {
                 self.classic_max_depth()
             )));
         }
-        mount::mount_overlay_classic_in(store.root(), merged, &spec)
+        mount::mount_overlay_classic_at(root, merged, &spec)
             .ctx(|| format!("mounting layer {id} ({} layers, mount(2))", chain.len()))
     }
+
+    /// Mounts with the new mount API on `merged`, every layer directory passed as the
+    /// `/proc/self/fd` path of a descriptor pinned beneath the root.
+    fn mount_pinned(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        merged: BorrowedFd<'_>,
+        diff: OwnedFd,
+        work: Option<OwnedFd>,
+        mut spec: OverlaySpec,
+    ) -> Result<()> {
+        let id = &chain[0].id;
+        let mut pinned = Vec::with_capacity(chain.len());
+        for r in &chain[1..] {
+            pinned.push(pin_layer_dir(store, &r.id, "diff")?);
+        }
+        let paths = |fds: &[OwnedFd]| -> Vec<PathBuf> {
+            fds.iter().map(|f| fsutil::fd_path(f.as_fd())).collect()
+        };
+        match &work {
+            Some(work) => {
+                spec.lowers = paths(&pinned);
+                spec.upper = Some((fsutil::fd_path(diff.as_fd()), fsutil::fd_path(work.as_fd())));
+            }
+            None => {
+                pinned.insert(0, diff);
+                spec.lowers = paths(&pinned);
+            }
+        }
+        mount::mount_overlay_at(merged, &spec)
+            .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))
+    }
+
+    /// `l/<short>` of layer `lid`, created if missing, after checking that it is a symlink to
+    /// exactly `../layers/<lid>/diff` and that this directory is reached through no symlink.
+    fn checked_link(root: &Path, links: BorrowedFd<'_>, lid: &str) -> Result<String> {
+        let short = Self::short_link(lid);
+        let name = &short["l/".len()..];
+        let want = format!("../layers/{lid}/diff");
+        let diff = PathBuf::from("layers").join(lid).join("diff");
+        fsutil::pin_dir_beneath(root, &diff).map_err(|e| refuse(lid, &root.join(&diff), e))?;
+        match rustix::fs::readlinkat(links, name, Vec::new()) {
+            Ok(t) if t.as_bytes() == want.as_bytes() => return Ok(short),
+            Ok(_) | Err(rustix::io::Errno::INVAL) => {
+                // Not ours (another target, or not a link at all): replace it.
+                rustix::fs::unlinkat(links, name, rustix::fs::AtFlags::empty())
+                    .ctx(|| format!("replacing {}", root.join(&short).display()))?;
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading {}", root.join(&short).display()),
+                    e,
+                ))
+            }
+        }
+        rustix::fs::symlinkat(want.as_str(), links, name)
+            .ctx(|| format!("creating {}", root.join(&short).display()))?;
+        Ok(short)
+    }
+}
+
+/// Refuses a store path that is a symlink, leads through one, or leaves the store.
+pub(crate) fn refuse(id: &str, path: &Path, e: std::io::Error) -> Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) | Some(libc::EXDEV) => {
+            "it is (or leads through) a symlink or leaves the store; refusing to follow it"
+                .to_string()
+        }
+        _ => e.to_string(),
+    };
+    Error::Invalid {
+        id: id.to_string(),
+        reason: format!("{}: {why}", path.display()),
+    }
+}
+
+/// Pins `layers/<id>/<sub>` beneath the store root (see [`fsutil::pin_dir_beneath`]).
+pub(crate) fn pin_layer_dir(store: &Store, id: &str, sub: &str) -> Result<OwnedFd> {
+    let rel = PathBuf::from("layers").join(id).join(sub);
+    fsutil::pin_dir_beneath(store.root(), &rel).map_err(|e| refuse(id, &store.root().join(&rel), e))
+}
+
+/// Creates (if missing) and pins `layers/<id>/<sub>` beneath the store root.
+pub(crate) fn make_layer_dir(store: &Store, id: &str, sub: &str, mode: u32) -> Result<OwnedFd> {
+    let rel = PathBuf::from("layers").join(id).join(sub);
+    fsutil::mkdir_beneath(store.root(), &rel, mode)
+        .map_err(|e| refuse(id, &store.root().join(&rel), e))
+}
+
+/// Unmounts what `state` says was mounted for `layer`, reaching the mount point beneath the
+/// store root through no symlink, and removes the (then empty) mount point.
+pub(crate) fn unmount_pinned(store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
+    if !state.mounted {
+        return Ok(());
+    }
+    let root = store.root();
+    let rel = state.path.strip_prefix(root).map_err(|_| Error::Invalid {
+        id: layer.id.clone(),
+        reason: format!(
+            "recorded mount point {} is outside the store",
+            state.path.display()
+        ),
+    })?;
+    let pinned = match fsutil::pin_dir_beneath(root, rel) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(refuse(&layer.id, &state.path, e)),
+    };
+    mount::unmount_at(pinned.as_fd()).ctx(|| format!("unmounting layer {}", layer.id))?;
+    drop(pinned);
+    if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) {
+        if let Ok(pfd) = fsutil::pin_dir_beneath(root, parent) {
+            let _ = rustix::fs::unlinkat(&pfd, name, rustix::fs::AtFlags::REMOVEDIR);
+        }
+    }
+    Ok(())
 }
 
 impl Backend for Overlay {
@@ -288,6 +396,9 @@ impl Backend for Overlay {
     ) -> Result<MountState> {
         let id = &chain[0].id;
         let diff = Self::diff(store, id);
+        // Every directory is pinned beneath the root through no symlink before it is used:
+        // a layer directory, diff/, work/ or merged/ replaced by a link is refused.
+        let diff_fd = pin_layer_dir(store, id, "diff")?;
         if !readonly && chain.len() == 1 {
             return Ok(MountState {
                 path: diff,
@@ -296,35 +407,30 @@ impl Backend for Overlay {
             });
         }
         let merged = store.layer_dir(id).join("merged");
-        mkdir_mode(&merged, 0o700)?;
+        let merged_fd = make_layer_dir(store, id, "merged", 0o700)?;
         if chain.len() == 1 {
-            mount::bind_readonly(&diff, &merged)
+            mount::bind_readonly_at(diff_fd.as_fd(), merged_fd.as_fd())
                 .ctx(|| format!("mounting layer {id} read-only"))?;
+            return Ok(MountState {
+                path: merged,
+                mounted: true,
+                readonly,
+            });
+        }
+        let spec = OverlaySpec {
+            options: self.options.clone(),
+            label: (!label.is_empty() && mount::selinux_enabled()).then(|| label.to_string()),
+            ..OverlaySpec::default()
+        };
+        let work_fd = if readonly {
+            None
         } else {
-            let parents = chain[1..].iter().map(|r| Self::diff(store, &r.id));
-            let mut spec = OverlaySpec {
-                options: self.options.clone(),
-                label: (!label.is_empty() && mount::selinux_enabled()).then(|| label.to_string()),
-                ..OverlaySpec::default()
-            };
-            if readonly {
-                spec.lowers = std::iter::once(diff).chain(parents).collect();
-            } else {
-                spec.lowers = parents.collect();
-                let work = store.layer_dir(id).join("work");
-                mkdir_mode(&work, 0o700)?;
-                spec.upper = Some((diff, work));
-            }
-            if mount::use_new_mount_api() {
-                // Relative to the root: fsconfig takes at most 255 bytes per path.
-                let rel = |p: &Path| relative_to(store.root(), p);
-                spec.lowers = spec.lowers.iter().map(|p| rel(p)).collect();
-                spec.upper = spec.upper.map(|(u, w)| (rel(&u), rel(&w)));
-                mount::mount_overlay_in(store.root(), &merged, &spec)
-                    .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))?;
-            } else {
-                self.mount_classic(store, chain, &merged, spec)?;
-            }
+            Some(make_layer_dir(store, id, "work", 0o700)?)
+        };
+        if mount::use_new_mount_api() {
+            self.mount_pinned(store, chain, merged_fd.as_fd(), diff_fd, work_fd, spec)?;
+        } else {
+            self.mount_classic(store, chain, merged_fd.as_fd(), readonly, spec)?;
         }
         Ok(MountState {
             path: merged,
@@ -333,17 +439,54 @@ impl Backend for Overlay {
         })
     }
 
+    fn unmount(&self, store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
+        unmount_pinned(store, layer, state)
+    }
+
     fn sweep(&self, store: &Store) -> Result<()> {
         self.quota.sweep()?;
-        // Short links of removed layers (classic mounts) point nowhere now.
-        let links = store.root().join("l");
-        let Ok(entries) = std::fs::read_dir(&links) else {
-            return Ok(());
+        // Short links of removed layers (classic mounts) point nowhere now. l/ is reached
+        // through no symlink, and only symlinks in it that no longer resolve to a directory
+        // beneath the root are deleted.
+        let root = store.root();
+        let links = match fsutil::open_beneath(
+            root,
+            Path::new("l"),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(refuse("-", &root.join("l"), e)),
         };
-        for e in entries.flatten() {
-            if std::fs::metadata(e.path()).is_err() {
-                std::fs::remove_file(e.path())
-                    .ctx(|| format!("removing {}", e.path().display()))?;
+        let root_fd = fsutil::open_dir(root).ctx(|| format!("opening {}", root.display()))?;
+        let dir = rustix::fs::Dir::read_from(&links)
+            .ctx(|| format!("listing {}", root.join("l").display()))?;
+        for e in dir {
+            let e = e.ctx(|| format!("listing {}", root.join("l").display()))?;
+            let name = e.file_name();
+            if name.to_bytes().starts_with(b".") || e.file_type() != rustix::fs::FileType::Symlink {
+                continue;
+            }
+            let mut rel = b"l/".to_vec();
+            rel.extend_from_slice(name.to_bytes());
+            let live = rustix::fs::openat2(
+                &root_fd,
+                std::ffi::OsStr::from_bytes(&rel),
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+                rustix::fs::ResolveFlags::IN_ROOT.union(rustix::fs::ResolveFlags::NO_MAGICLINKS),
+            )
+            .is_ok();
+            if !live {
+                rustix::fs::unlinkat(&links, name, rustix::fs::AtFlags::empty()).ctx(|| {
+                    format!(
+                        "removing {}/{}",
+                        root.join("l").display(),
+                        name.to_string_lossy()
+                    )
+                })?;
             }
         }
         Ok(())

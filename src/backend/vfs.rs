@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{renameat_with, RenameFlags, CWD};
 use tracing::warn;
 
+use std::os::fd::AsFd;
+
+use super::overlay::{make_layer_dir, pin_layer_dir, unmount_pinned};
 use super::quota::Quotas;
 use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
 use crate::archive::apply::Format;
@@ -129,12 +132,17 @@ impl Backend for Vfs {
     ) -> Result<MountState> {
         let id = &chain[0].id;
         let fs = Self::fs_dir(store, id);
-        if !fs.is_dir() {
-            return Err(Error::Busy {
-                id: id.clone(),
-                what: "its tree is not copied yet; retry".into(),
-            });
-        }
+        // fs/ and merged/ are pinned beneath the root through no symlink before use.
+        let fs_fd = match pin_layer_dir(store, id, "fs") {
+            Ok(fd) => fd,
+            Err(_) if std::fs::symlink_metadata(&fs).is_err() => {
+                return Err(Error::Busy {
+                    id: id.clone(),
+                    what: "its tree is not copied yet; retry".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         if !readonly {
             return Ok(MountState {
                 path: fs,
@@ -143,8 +151,8 @@ impl Backend for Vfs {
             });
         }
         let merged = store.layer_dir(id).join("merged");
-        mkdir_mode(&merged, 0o700)?;
-        match mount::bind_readonly(&fs, &merged) {
+        let merged_fd = make_layer_dir(store, id, "merged", 0o700)?;
+        match mount::bind_readonly_at(fs_fd.as_fd(), merged_fd.as_fd()) {
             Ok(()) => Ok(MountState {
                 path: merged,
                 mounted: true,
@@ -160,6 +168,10 @@ impl Backend for Vfs {
             }
             Err(e) => Err(Error::io(format!("mounting layer {id} read-only"), e)),
         }
+    }
+
+    fn unmount(&self, store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
+        unmount_pinned(store, layer, state)
     }
 
     fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String> {

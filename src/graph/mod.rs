@@ -451,7 +451,13 @@ impl Driver for Graph {
             if rec.refs > 0 {
                 if let Some(m) = &rec.mount {
                     let path = m.path.clone();
-                    rec.refs += 1;
+                    rec.refs = rec.refs.checked_add(1).ok_or_else(|| Error::Invalid {
+                        id: id.to_string(),
+                        reason: format!(
+                            "it already has {} references, the most a layer can hold",
+                            rec.refs
+                        ),
+                    })?;
                     l.db().put_mount_state(&rec)?;
                     return Ok(path);
                 }
