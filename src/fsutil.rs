@@ -79,6 +79,11 @@ pub fn mkdir_beneath(root: &Path, rel: &Path, mode: u32) -> io::Result<OwnedFd> 
     let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
     let pfd = pin_dir_beneath(root, parent)?;
     match rustix::fs::mkdirat(&pfd, name, Mode::from_raw_mode(mode)) {
         Ok(()) => crate::sys::fchmodat_nofollow(pfd.as_fd(), name, mode)?,

@@ -394,3 +394,333 @@ fn overlay_hostile_labels_refused_classic() {
 fn vfs_hostile_labels_refused() {
     hostile_labels_refused("vfs", "new");
 }
+
+// ---- item: no symlink inside the store is followed ------------------------------------------
+
+/// Everything under `dir` (names, types, modes, contents, link targets), to show a victim was
+/// neither written nor had anything created or deleted in it.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).expect("read victim") {
+            let p = e.expect("entry").path();
+            let md = fs::symlink_metadata(&p).expect("stat victim entry");
+            let content = if md.is_file() {
+                fs::read(&p).expect("read")
+            } else if md.file_type().is_symlink() {
+                fs::read_link(&p)
+                    .expect("readlink")
+                    .into_os_string()
+                    .into_vec()
+            } else {
+                todo.push(p.clone());
+                Vec::new()
+            };
+            out.push((p, md.permissions().mode(), content));
+        }
+    }
+    out.sort();
+    out
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+/// A directory outside the store that looks like a layer directory, with a secret in every
+/// place a layer could be served from.
+fn make_victim(at: &Path) -> PathBuf {
+    let v = at.join("victim");
+    for d in ["diff", "work", "merged", "fs", "empty"] {
+        fs::create_dir_all(v.join(d)).expect("victim dir");
+        fs::write(v.join(d).join("secret"), b"victim data").expect("victim file");
+    }
+    fs::write(v.join("secret"), b"victim data").expect("victim file");
+    std::os::unix::fs::symlink("/nonexistent", v.join("dangling")).expect("victim link");
+    v
+}
+
+/// Replaces `root/rel` (file, directory or nothing) by a symlink to `target`.
+fn plant(root: &Path, rel: &str, target: &Path) {
+    let p = root.join(rel);
+    match fs::symlink_metadata(&p) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(&p).expect("remove dir"),
+        Ok(_) => fs::remove_file(&p).expect("remove file"),
+        Err(_) => {}
+    }
+    std::os::unix::fs::symlink(target, &p).expect("plant symlink");
+}
+
+/// A store with layers `base` and `c` (writable, on base) and a victim beside it.
+struct Planted {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    victim: PathBuf,
+    before: Vec<(PathBuf, u32, Vec<u8>)>,
+    driver: &'static str,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Planted {
+    fn new(driver: &'static str, classic: bool) -> Planted {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("root");
+        let victim = make_victim(tmp.path());
+        let before = snapshot(&victim);
+        let env = if classic {
+            vec![("STRATA_MOUNT_API", "classic")]
+        } else {
+            vec![]
+        };
+        let p = Planted {
+            tmp,
+            root,
+            victim,
+            before,
+            driver,
+            env,
+        };
+        p.run(&["create", "base"]).ok("create base");
+        p.run(&["create", "--rw", "c", "--parent", "base"])
+            .ok("create c");
+        p
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        strata_env(&self.root, self.driver, args, &self.env)
+    }
+
+    /// The victim is unchanged and nothing is mounted on it or in the store.
+    fn check_victim(&self) {
+        assert!(
+            mounts_under(&self.victim).is_empty(),
+            "a mount on the victim"
+        );
+        assert_eq!(snapshot(&self.victim), self.before, "the victim changed");
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        drop(Cleanup(self.tmp.path().to_path_buf()));
+    }
+}
+
+/// `get layer` with `rel` replaced by a link to the victim: refused, naming the layer;
+/// the victim untouched; nothing mounted.
+fn get_refused_with_link(driver: &'static str, classic: bool, layer: &str, rel: &str) {
+    let p = Planted::new(driver, classic);
+    if driver == "overlay" || layer == "c" {
+        // Materialise first so that every directory exists (vfs copies lazily).
+        p.run(&["get", "c"]).ok("first get");
+        p.run(&["put", "c"]).ok("first put");
+    }
+    let target = match Path::new(rel).file_name().and_then(|n| n.to_str()) {
+        Some(n @ ("diff" | "work" | "merged" | "fs")) => p.victim.join(n),
+        _ => p.victim.clone(),
+    };
+    plant(&p.root, rel, &target);
+    let r = p.run(&["get", layer]);
+    let mounted = mounts_under(&p.tmp.path().join("root"));
+    let msg = r.refused(&format!("get {layer} with {rel} a symlink"));
+    assert!(msg.contains(layer), "the error names the layer: {msg}");
+    assert!(mounted.is_empty(), "nothing may be mounted: {mounted:?}");
+    p.check_victim();
+}
+
+#[test]
+fn overlay_symlinked_layer_dir_of_the_layer() {
+    get_refused_with_link("overlay", false, "c", "layers/c");
+}
+
+#[test]
+fn overlay_symlinked_layer_dir_of_a_parent() {
+    get_refused_with_link("overlay", false, "c", "layers/base");
+}
+
+#[test]
+fn overlay_symlinked_layer_dir_of_a_parent_classic() {
+    get_refused_with_link("overlay", true, "c", "layers/base");
+}
+
+#[test]
+fn overlay_symlinked_diff_of_the_layer() {
+    get_refused_with_link("overlay", false, "c", "layers/c/diff");
+}
+
+#[test]
+fn overlay_symlinked_diff_of_the_layer_classic() {
+    get_refused_with_link("overlay", true, "c", "layers/c/diff");
+}
+
+#[test]
+fn overlay_symlinked_diff_of_a_parent() {
+    get_refused_with_link("overlay", false, "c", "layers/base/diff");
+}
+
+#[test]
+fn overlay_symlinked_diff_of_a_single_layer() {
+    get_refused_with_link("overlay", false, "base", "layers/base/diff");
+}
+
+#[test]
+fn overlay_symlinked_work() {
+    get_refused_with_link("overlay", false, "c", "layers/c/work");
+}
+
+#[test]
+fn overlay_symlinked_merged() {
+    get_refused_with_link("overlay", false, "c", "layers/c/merged");
+}
+
+#[test]
+fn overlay_symlinked_merged_classic() {
+    get_refused_with_link("overlay", true, "c", "layers/c/merged");
+}
+
+#[test]
+fn vfs_symlinked_fs() {
+    get_refused_with_link("vfs", false, "base", "layers/base/fs");
+}
+
+#[test]
+fn vfs_symlinked_fs_of_the_layer() {
+    get_refused_with_link("vfs", false, "c", "layers/c/fs");
+}
+
+/// A read-only get (the layer has a child) binds onto merged/.
+#[test]
+fn vfs_symlinked_merged() {
+    let p = Planted::new("vfs", false);
+    plant(&p.root, "layers/c/merged", &p.victim.join("merged"));
+    // base has a child, so it is served read-only through merged/.
+    plant(&p.root, "layers/base/merged", &p.victim.join("merged"));
+    let r = p.run(&["get", "base"]);
+    r.refused("read-only get with merged/ a symlink");
+    p.check_victim();
+}
+
+#[test]
+fn symlinked_lock_file_is_refused() {
+    let p = Planted::new("vfs", false);
+    plant(&p.root, "lock", &p.victim.join("secret"));
+    let msg = p.run(&["ls"]).refused("open with a symlinked lock");
+    assert!(msg.contains("lock"), "{msg}");
+    p.check_victim();
+}
+
+/// Mount-state files are not followed, and a recorded path other than the layer's own is
+/// ignored instead of handed out or unmounted.
+#[test]
+fn mount_state_file_links_and_foreign_paths_are_ignored() {
+    let p = Planted::new("overlay", false);
+    let victim = p.victim.display().to_string();
+    let state =
+        format!(r#"{{"refs":5,"mount":{{"path":"{victim}","mounted":true,"readonly":false}}}}"#);
+    // A link to a file that looks like a mount state for the victim.
+    let fake = p.tmp.path().join("fake-state");
+    fs::write(&fake, &state).expect("fake state");
+    plant(&p.root, "mounts/c", &fake);
+    let got = p.run(&["get", "c"]);
+    got.ok("get with a symlinked mount-state file");
+    assert_eq!(
+        got.stdout.trim(),
+        p.root.join("layers/c/merged").display().to_string()
+    );
+    p.run(&["put", "c"]).ok("put");
+    // A regular file recording the victim as the mount point.
+    let _ = fs::remove_file(p.root.join("mounts/c"));
+    fs::write(p.root.join("mounts/c"), &state).expect("state file");
+    let got = p.run(&["get", "c"]);
+    got.ok("get with a foreign recorded path");
+    assert_eq!(
+        got.stdout.trim(),
+        p.root.join("layers/c/merged").display().to_string()
+    );
+    p.run(&["put", "c"]).ok("put");
+    assert_eq!(fs::read(&fake).expect("fake"), state.as_bytes());
+    p.check_victim();
+}
+
+/// A stale temporary file of a mount state planted as a link to the victim is replaced, not
+/// written through.
+#[test]
+fn mount_state_tmp_link_is_not_written_through() {
+    let p = Planted::new("overlay", false);
+    plant(&p.root, "mounts/.c.tmp", &p.victim.join("secret"));
+    p.run(&["get", "c"]).ok("get");
+    p.run(&["put", "c"]).ok("put");
+    p.check_victim();
+}
+
+/// `mounts/` itself a link to the victim: refused, nothing written there.
+#[test]
+fn symlinked_mounts_dir_is_refused() {
+    let p = Planted::new("overlay", false);
+    plant(&p.root, "mounts", &p.victim);
+    let r = p.run(&["get", "c"]);
+    r.refused("get with mounts/ a symlink");
+    p.check_victim();
+}
+
+/// A reference count at its maximum is an error, not a wrap to 0.
+#[test]
+fn refcount_at_u32_max_is_an_error() {
+    let p = Planted::new("overlay", false);
+    p.run(&["get", "c"]).ok("get");
+    let merged = p.root.join("layers/c/merged");
+    let state = format!(
+        r#"{{"refs":{},"mount":{{"path":"{}","mounted":true,"readonly":false}}}}"#,
+        u32::MAX,
+        merged.display()
+    );
+    fs::write(p.root.join("mounts/c"), &state).expect("state");
+    let msg = p.run(&["get", "c"]).refused("get at u32::MAX references");
+    assert!(msg.contains("references"), "{msg}");
+    assert_eq!(
+        fs::read_to_string(p.root.join("mounts/c")).expect("state"),
+        state
+    );
+    p.run(&["put", "c"]).ok("put one reference");
+}
+
+/// Classic mounts: `l/` a link to the victim is refused; a short link planted to the victim
+/// is replaced by the layer's own before mounting.
+#[test]
+fn classic_short_links_are_checked() {
+    let p = Planted::new("overlay", true);
+    p.run(&["get", "c"]).ok("get");
+    p.run(&["put", "c"]).ok("put");
+    let links = entries(&p.root.join("l"));
+    assert_eq!(links.len(), 1, "one short link for base: {links:?}");
+    plant(&p.root, &format!("l/{}", links[0]), &p.victim.join("diff"));
+    let got = p.run(&["get", "c"]);
+    got.ok("get with a planted short link");
+    let merged = PathBuf::from(got.stdout.trim());
+    assert!(
+        !merged.join("secret").exists(),
+        "the victim was used as a lower"
+    );
+    p.run(&["put", "c"]).ok("put");
+    assert_eq!(
+        fs::read_link(p.root.join("l").join(&links[0])).expect("link"),
+        PathBuf::from("../layers/base/diff")
+    );
+    plant(&p.root, "l", &p.victim);
+    p.run(&["get", "c"]).refused("get with l/ a symlink");
+    p.run(&["cleanup"]).refused("cleanup with l/ a symlink");
+    p.check_victim();
+}
+
+/// Staging entries that are links are removed (or skipped), never followed.
+#[test]
+fn staging_links_are_not_followed() {
+    for driver in ["vfs", "overlay"] {
+        let p = Planted::new(driver, false);
+        plant(&p.root, "staging/removed-x-1-2-3", &p.victim);
+        plant(&p.root, "staging/copy-y-1-2-3", &p.victim.join("secret"));
+        p.run(&["ls"]).ok("open with staging links");
+        p.run(&["cleanup"]).ok("cleanup with staging links");
+        p.check_victim();
+    }
+}

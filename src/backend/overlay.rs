@@ -172,7 +172,8 @@ impl Overlay {
     }
 
     /// Mounts with classic `mount(2)` on `merged`: lowers as `l/<short>` links (one page of
-    /// options must hold them all), upper and work relative to the store root. Every link is
+    /// options must hold them all), upper and work (when writable) as the `/proc/self/fd`
+    /// paths of their pinned directories. Every link is
     /// checked right before the mount to point at its layer's `diff/`, itself reached through
     /// no symlink; `l/` itself must be a real directory.
     fn mount_classic(
@@ -180,7 +181,7 @@ impl Overlay {
         store: &Store,
         chain: &[LayerRecord],
         merged: BorrowedFd<'_>,
-        readonly: bool,
+        upper: Option<(OwnedFd, OwnedFd)>,
         mut spec: OverlaySpec,
     ) -> Result<()> {
         let id = &chain[0].id;
@@ -188,14 +189,21 @@ impl Overlay {
         let links = fsutil::mkdir_beneath(root, Path::new("l"), 0o700)
             .map_err(|e| refuse(id, &root.join("l"), e))?;
         let mut lowers = Vec::with_capacity(chain.len());
-        let own = readonly.then_some(id);
+        let own = upper.is_none().then_some(id);
         for lid in own.into_iter().chain(chain[1..].iter().map(|r| &r.id)) {
-            lowers.push(PathBuf::from(Self::checked_link(root, links.as_fd(), lid)?));
+            let link =
+                Self::checked_link(root, links.as_fd(), lid).map_err(|e| match lid == id {
+                    true => e,
+                    false => Error::Invalid {
+                        id: id.to_string(),
+                        reason: format!("its parent layer {lid:?}: {e}"),
+                    },
+                })?;
+            lowers.push(PathBuf::from(link));
         }
         spec.lowers = lowers;
-        if !readonly {
-            let rel = |sub: &str| PathBuf::from("layers").join(id).join(sub);
-            spec.upper = Some((rel("diff"), rel("work")));
+        if let Some((diff, work)) = &upper {
+            spec.upper = Some((fsutil::fd_path(diff.as_fd()), fsutil::fd_path(work.as_fd())));
         }
         let page = rustix::param::page_size();
         if mount::classic_options_len(&spec) >= page {
@@ -228,7 +236,7 @@ impl Overlay {
         let id = &chain[0].id;
         let mut pinned = Vec::with_capacity(chain.len());
         for r in &chain[1..] {
-            pinned.push(pin_layer_dir(store, &r.id, "diff")?);
+            pinned.push(pin_lower(store, id, &r.id)?);
         }
         let paths = |fds: &[OwnedFd]| -> Vec<PathBuf> {
             fds.iter().map(|f| fsutil::fd_path(f.as_fd())).collect()
@@ -295,6 +303,14 @@ pub(crate) fn refuse(id: &str, path: &Path, e: std::io::Error) -> Error {
 pub(crate) fn pin_layer_dir(store: &Store, id: &str, sub: &str) -> Result<OwnedFd> {
     let rel = PathBuf::from("layers").join(id).join(sub);
     fsutil::pin_dir_beneath(store.root(), &rel).map_err(|e| refuse(id, &store.root().join(&rel), e))
+}
+
+/// Pins the `diff/` of `lower`, a parent of `id` (see [`pin_layer_dir`]); the error names both.
+fn pin_lower(store: &Store, id: &str, lower: &str) -> Result<OwnedFd> {
+    pin_layer_dir(store, lower, "diff").map_err(|e| Error::Invalid {
+        id: id.to_string(),
+        reason: format!("its parent layer {lower:?}: {e}"),
+    })
 }
 
 /// Creates (if missing) and pins `layers/<id>/<sub>` beneath the store root.
@@ -430,7 +446,8 @@ impl Backend for Overlay {
         if mount::use_new_mount_api() {
             self.mount_pinned(store, chain, merged_fd.as_fd(), diff_fd, work_fd, spec)?;
         } else {
-            self.mount_classic(store, chain, merged_fd.as_fd(), readonly, spec)?;
+            let upper = work_fd.map(|w| (diff_fd, w));
+            self.mount_classic(store, chain, merged_fd.as_fd(), upper, spec)?;
         }
         Ok(MountState {
             path: merged,
