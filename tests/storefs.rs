@@ -510,13 +510,14 @@ impl Drop for Planted {
 /// the victim untouched; nothing mounted.
 fn get_refused_with_link(driver: &'static str, classic: bool, layer: &str, rel: &str) {
     let p = Planted::new(driver, classic);
-    if driver == "overlay" || layer == "c" {
+    if driver != "vfs" || layer == "c" {
         // Materialise first so that every directory exists (vfs copies lazily).
         p.run(&["get", "c"]).ok("first get");
         p.run(&["put", "c"]).ok("first put");
     }
     let target = match Path::new(rel).file_name().and_then(|n| n.to_str()) {
         Some(n @ ("diff" | "work" | "merged" | "fs")) => p.victim.join(n),
+        Some(n) if n.ends_with(".img") => p.victim.join("secret"),
         _ => p.victim.clone(),
     };
     plant(&p.root, rel, &target);
@@ -598,6 +599,21 @@ fn vfs_symlinked_merged() {
     let r = p.run(&["get", "base"]);
     r.refused("read-only get with merged/ a symlink");
     p.check_victim();
+}
+
+#[test]
+fn block_symlinked_layer_dir_of_a_parent() {
+    get_refused_with_link("block", false, "c", "layers/base");
+}
+
+#[test]
+fn block_symlinked_sandbox_image() {
+    get_refused_with_link("block", false, "c", "layers/c/sandbox.img");
+}
+
+#[test]
+fn block_symlinked_merged() {
+    get_refused_with_link("block", false, "c", "layers/c/merged");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use tracing::warn;
 
 use std::os::fd::AsFd;
 
-use super::overlay::{make_layer_dir, pin_layer_dir, unmount_pinned};
+use super::overlay::pinned::{make_layer_dir, pin_layer_dir, unmount_pinned};
 use super::quota::Quotas;
 use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
 use crate::archive::apply::Format;
