@@ -631,8 +631,10 @@ fn symlinked_lock_file_is_refused() {
 fn mount_state_file_links_and_foreign_paths_are_ignored() {
     let p = Planted::new("overlay", false);
     let victim = p.victim.display().to_string();
+    // "mounted": false: a layer handed out as a plain directory, which the open-time
+    // reconciliation keeps as it is (no kernel mount to check it against).
     let state =
-        format!(r#"{{"refs":5,"mount":{{"path":"{victim}","mounted":true,"readonly":false}}}}"#);
+        format!(r#"{{"refs":5,"mount":{{"path":"{victim}","mounted":false,"readonly":false}}}}"#);
     // A link to a file that looks like a mount state for the victim.
     let fake = p.tmp.path().join("fake-state");
     fs::write(&fake, &state).expect("fake state");
