@@ -742,3 +742,62 @@ fn staging_links_are_not_followed() {
         p.check_victim();
     }
 }
+
+/// vfs copies a layer's tree from its parent's `fs/` when it is first served: a parent whose
+/// layer directory or `fs/` is a link to the victim is refused, not copied.
+#[test]
+fn vfs_copy_from_a_symlinked_parent_is_refused() {
+    for rel in ["layers/base", "layers/base/fs"] {
+        copy_from_symlinked_parent(rel);
+    }
+}
+
+fn copy_from_symlinked_parent(rel: &str) {
+    let p = Planted::new("vfs", false);
+    let target = if rel.ends_with("fs") {
+        p.victim.join("fs")
+    } else {
+        p.victim.clone()
+    };
+    plant(&p.root, rel, &target);
+    let r = p.run(&["get", "c"]);
+    let msg = r.refused("get c copying from a symlinked parent fs/");
+    assert!(msg.contains("base"), "{msg}");
+    assert!(
+        fs::symlink_metadata(p.root.join("layers/c/fs")).is_err(),
+        "nothing of the victim may become the layer's tree"
+    );
+    p.check_victim();
+}
+
+/// An apply stages a copy of the layer's own `diff/`: a `diff/` that is a link to the victim
+/// is refused, not copied (also refused before pinning, by the final-component check).
+#[test]
+fn overlay_apply_from_a_symlinked_diff_is_refused() {
+    let p = Planted::new("overlay", false);
+    plant(&p.root, "layers/c/diff", &p.victim.join("diff"));
+    let empty_tar = vec![0u8; 1024];
+    let out = {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(&p.root)
+            .arg("--driver")
+            .arg("overlay")
+            .args(["apply-diff", "c"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strata");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(&empty_tar);
+        drop(stdin);
+        child.wait_with_output().expect("wait")
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "apply must be refused: {err}");
+    assert!(err.contains("strata: "), "{err}");
+    p.check_victim();
+}

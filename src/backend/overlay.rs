@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::quota::Quotas;
-use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
+use super::{mkdir_mode, ApplyTarget, Backend};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -33,7 +33,9 @@ use crate::sys::mount::{self, OverlaySpec};
 
 pub(crate) mod pinned;
 
-use self::pinned::{make_layer_dir, pin_layer_dir, pin_lower, refuse, unmount_pinned};
+use self::pinned::{
+    copy_layer_dir, make_layer_dir, pin_layer_dir, pin_lower, refuse, unmount_pinned,
+};
 
 /// The overlay backend.
 #[derive(Debug)]
@@ -327,7 +329,7 @@ impl Backend for Overlay {
         self.quota.inherit(&store.layer_dir(id), staging)?;
         let root = staging.join("diff");
         mkdir_mode(&root, 0o755)?;
-        copy_dir(id, &Self::diff(store, id), &root)?;
+        copy_layer_dir(store, id, id, "diff", &root)?;
         if chain.len() > 1 {
             mkdir_mode(&staging.join("work"), 0o700)?;
         }

@@ -16,9 +16,9 @@ use tracing::warn;
 
 use std::os::fd::AsFd;
 
-use super::overlay::pinned::{make_layer_dir, pin_layer_dir, unmount_pinned};
+use super::overlay::pinned::{copy_layer_dir, make_layer_dir, pin_layer_dir, unmount_pinned};
 use super::quota::Quotas;
-use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
+use super::{mkdir_mode, ApplyTarget, Backend};
 use crate::archive::apply::Format;
 use crate::error::{Error, IoContext, Result};
 use crate::options::DriverOptions;
@@ -43,19 +43,20 @@ impl Vfs {
         store.layer_dir(id).join("fs")
     }
 
-    /// The tree the layer would have if it were materialised now: its own, or its nearest
-    /// materialised ancestor's; `None` for an empty tree.
-    fn source(store: &Store, chain: &[LayerRecord]) -> Option<PathBuf> {
+    /// The layer whose tree the layer would have if it were materialised now: its own, or its
+    /// nearest materialised ancestor's; `None` for an empty tree. A `fs` that is not a real
+    /// directory (a symlink) counts as present, so that copying from it is refused.
+    fn source<'a>(store: &Store, chain: &'a [LayerRecord]) -> Option<&'a str> {
         chain
             .iter()
-            .map(|r| Self::fs_dir(store, &r.id))
-            .find(|p| p.is_dir())
+            .find(|r| std::fs::symlink_metadata(Self::fs_dir(store, &r.id)).is_ok())
+            .map(|r| r.id.as_str())
     }
 
     /// Fills `dst` (an empty directory) with the layer's current tree.
     fn fill(store: &Store, chain: &[LayerRecord], dst: &Path) -> Result<()> {
         match Self::source(store, chain) {
-            Some(src) => copy_dir(&chain[0].id, &src, dst),
+            Some(src) => copy_layer_dir(store, &chain[0].id, src, "fs", dst),
             None => mkdir_mode(dst, 0o755),
         }
     }

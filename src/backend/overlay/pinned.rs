@@ -76,3 +76,27 @@ pub(crate) fn unmount_pinned(store: &Store, layer: &LayerRecord, state: &MountSt
     }
     Ok(())
 }
+
+/// Copies the tree of `layers/<src>/<sub>` (opened beneath the store root through no
+/// symlink) into the empty directory `dst`, for layer `id`.
+pub(crate) fn copy_layer_dir(
+    store: &Store,
+    id: &str,
+    src: &str,
+    sub: &str,
+    dst: &Path,
+) -> Result<()> {
+    let rel = PathBuf::from("layers").join(src).join(sub);
+    let from = fsutil::open_beneath(
+        store.root(),
+        &rel,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+    )
+    .map_err(|e| refuse(src, &store.root().join(&rel), e))?;
+    let to = fsutil::open_dir(dst).ctx(|| format!("opening {}", dst.display()))?;
+    crate::archive::copy::copy_tree(from.as_fd(), to.as_fd()).map_err(|source| Error::Archive {
+        layer: id.to_string(),
+        source,
+    })?;
+    Ok(())
+}
