@@ -770,12 +770,22 @@ fn copy_from_symlinked_parent(rel: &str) {
     p.check_victim();
 }
 
-/// An apply stages a copy of the layer's own `diff/`: a `diff/` that is a link to the victim
-/// is refused, not copied (also refused before pinning, by the final-component check).
+/// An apply stages a copy of the layer's own `diff/` and consults its parents' `diff/`s: one
+/// that is (or lies in) a link to the victim is refused, not copied or read.
 #[test]
-fn overlay_apply_from_a_symlinked_diff_is_refused() {
+fn overlay_apply_with_symlinked_dirs_is_refused() {
+    for (rel, target) in [
+        ("layers/c/diff", "diff"),
+        ("layers/base", ""),
+        ("layers/base/diff", "diff"),
+    ] {
+        apply_with_symlinked(rel, target);
+    }
+}
+
+fn apply_with_symlinked(rel: &str, target: &str) {
     let p = Planted::new("overlay", false);
-    plant(&p.root, "layers/c/diff", &p.victim.join("diff"));
+    plant(&p.root, rel, &p.victim.join(target));
     let empty_tar = vec![0u8; 1024];
     let out = {
         use std::io::Write;

@@ -333,6 +333,10 @@ impl Backend for Overlay {
         if chain.len() > 1 {
             mkdir_mode(&staging.join("work"), 0o700)?;
         }
+        // The diff engine opens the parents' diff/ by path: check them first.
+        for r in &chain[1..] {
+            pin_lower(store, id, &r.id, "diff")?;
+        }
         Ok(ApplyTarget {
             root,
             format: Format::Overlay,
