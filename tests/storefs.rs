@@ -779,12 +779,19 @@ fn overlay_apply_with_symlinked_dirs_is_refused() {
         ("layers/base", ""),
         ("layers/base/diff", "diff"),
     ] {
-        apply_with_symlinked(rel, target);
+        apply_with_symlinked("overlay", rel, target);
     }
 }
 
-fn apply_with_symlinked(rel: &str, target: &str) {
-    let p = Planted::new("overlay", false);
+/// Block applies mount the parents' images by path: a parent layer directory that is a link
+/// to the victim is refused.
+#[test]
+fn block_apply_with_a_symlinked_parent_is_refused() {
+    apply_with_symlinked("block", "layers/base", "");
+}
+
+fn apply_with_symlinked(driver: &'static str, rel: &str, target: &str) {
+    let p = Planted::new(driver, false);
     plant(&p.root, rel, &p.victim.join(target));
     let empty_tar = vec![0u8; 1024];
     let out = {
@@ -794,7 +801,7 @@ fn apply_with_symlinked(rel: &str, target: &str) {
             .arg("--root")
             .arg(&p.root)
             .arg("--driver")
-            .arg("overlay")
+            .arg(driver)
             .args(["apply-diff", "c"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

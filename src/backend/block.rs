@@ -338,6 +338,7 @@ impl Backend for Block {
     fn open_content(&self, store: &Store, id: &str) -> Result<OwnedFd> {
         let dir = store.layer_dir(id);
         let _l = store.lock()?;
+        pin_layer_dir(store, id, ".")?;
         attach::open_tree_detached(&Content::of(&dir), &dir.join(EMPTY_DIR))
     }
 
@@ -407,6 +408,10 @@ impl Backend for Block {
         let run = || -> Result<(Vec<Change>, OwnedFd)> {
             let (upper, lowers) = {
                 let _l = store.lock()?;
+                pin_layer_dir(store, id, ".")?;
+                for r in &chain[1..] {
+                    pin_lower(store, id, &r.id, ".")?;
+                }
                 let upper = attach::open_tree_detached(&top, &dir.join(EMPTY_DIR))?;
                 let mut lowers = Vec::new();
                 for r in &chain[1..] {
