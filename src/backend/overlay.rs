@@ -13,6 +13,11 @@
 //! no parents, a read-only bind mount). Mounts go through the new mount API, one `lowerdir+`
 //! per layer, so depth is limited by the kernel rather than by a page of mount options.
 //! Applies write straight into a staged copy of `diff/`: no mount is needed to apply a layer.
+//!
+//! Nothing in the store is reached through a symlink: every directory a mount uses (the layer
+//! directories, `diff/`, `work/`, `merged/`, the parents' `diff/`) is pinned beneath the root
+//! with `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)` right before the mount and handed to
+//! the kernel as its descriptor (see [`pinned`]); classic mounts check each `l/` link first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
