@@ -17,7 +17,7 @@
 //! Nothing in the store is reached through a symlink: every directory a mount uses (the layer
 //! directories, `diff/`, `work/`, `merged/`, the parents' `diff/`) is pinned beneath the root
 //! with `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)` right before the mount and handed to
-//! the kernel as its descriptor (see [`pinned`]); classic mounts check each `l/` link first.
+//! the kernel as its descriptor (see `pinned.rs`); classic mounts check each `l/` link first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
