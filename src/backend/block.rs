@@ -43,6 +43,7 @@ use rustix::fs::{renameat_with, RenameFlags, CWD};
 use tracing::{debug, warn};
 
 use self::attach::{Content, MountGuard, EMPTY_DIR, LAYER_IMG, SANDBOX_IMG};
+use super::overlay::pinned::{make_layer_dir, pin_layer_dir, pin_lower, unmount_pinned};
 use super::{mkdir_mode, ApplyTarget, Backend};
 use crate::archive::apply::Format;
 use crate::archive::overlay_changes::overlay_changes;
@@ -337,6 +338,7 @@ impl Backend for Block {
     fn open_content(&self, store: &Store, id: &str) -> Result<OwnedFd> {
         let dir = store.layer_dir(id);
         let _l = store.lock()?;
+        pin_layer_dir(store, id, ".")?;
         attach::open_tree_detached(&Content::of(&dir), &dir.join(EMPTY_DIR))
     }
 
@@ -351,9 +353,16 @@ impl Backend for Block {
         let dir = store.layer_dir(id);
         let merged = dir.join("merged");
         let mnt = dir.join("mnt");
+        // Every layer directory of the chain, and merged/ and empty/, are checked to be
+        // reached through no symlink right before they are used (a symlinked image file is
+        // refused when it is opened).
+        pin_layer_dir(store, id, ".")?;
+        for r in &chain[1..] {
+            pin_lower(store, id, &r.id, ".")?;
+        }
         Self::clear_mnt(&mnt)?;
-        mkdir_mode(&dir.join(EMPTY_DIR), 0o755)?;
-        mkdir_mode(&merged, 0o755)?;
+        make_layer_dir(store, id, EMPTY_DIR, 0o755)?;
+        make_layer_dir(store, id, "merged", 0o755)?;
         let top = Content::of(&dir);
         if !readonly && !matches!(top, Content::Sandbox(_)) {
             return Err(Error::Busy {
@@ -376,10 +385,7 @@ impl Backend for Block {
     }
 
     fn unmount(&self, store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
-        if state.mounted {
-            mount::unmount(&state.path).ctx(|| format!("unmounting layer {}", layer.id))?;
-            let _ = std::fs::remove_dir(&state.path);
-        }
+        unmount_pinned(store, layer, state)?;
         // Autoclear detaches the devices with the last superblock; this catches stragglers.
         if let Err(e) = attach::release_unused(store.root()) {
             warn!(layer = %layer.id, error = %e, "could not release unused loop devices");
@@ -402,6 +408,10 @@ impl Backend for Block {
         let run = || -> Result<(Vec<Change>, OwnedFd)> {
             let (upper, lowers) = {
                 let _l = store.lock()?;
+                pin_layer_dir(store, id, ".")?;
+                for r in &chain[1..] {
+                    pin_lower(store, id, &r.id, ".")?;
+                }
                 let upper = attach::open_tree_detached(&top, &dir.join(EMPTY_DIR))?;
                 let mut lowers = Vec::new();
                 for r in &chain[1..] {

@@ -308,15 +308,3 @@ pub(crate) fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
         Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
     }
 }
-
-/// Copies the tree at `src` into the empty directory `dst`.
-pub(crate) fn copy_dir(layer: &str, src: &Path, dst: &Path) -> Result<()> {
-    let s = crate::fsutil::open_dir(src).ctx(|| format!("opening {}", src.display()))?;
-    let d = crate::fsutil::open_dir(dst).ctx(|| format!("opening {}", dst.display()))?;
-    use std::os::fd::AsFd;
-    crate::archive::copy::copy_tree(s.as_fd(), d.as_fd()).map_err(|source| Error::Archive {
-        layer: layer.to_string(),
-        source,
-    })?;
-    Ok(())
-}

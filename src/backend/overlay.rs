@@ -13,21 +13,34 @@
 //! no parents, a read-only bind mount). Mounts go through the new mount API, one `lowerdir+`
 //! per layer, so depth is limited by the kernel rather than by a page of mount options.
 //! Applies write straight into a staged copy of `diff/`: no mount is needed to apply a layer.
+//!
+//! Nothing in the store is reached through a symlink: every directory a mount uses (the layer
+//! directories, `diff/`, `work/`, `merged/`, the parents' `diff/`) is pinned beneath the root
+//! with `openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)` right before the mount and handed to
+//! the kernel as its descriptor (see `pinned.rs`); classic mounts check each `l/` link first.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::quota::Quotas;
-use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
-use std::os::fd::AsFd;
+use super::{mkdir_mode, ApplyTarget, Backend};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use crate::archive::apply::Format;
 use crate::archive::overlay_changes::overlay_changes;
 use crate::archive::Change;
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
 use crate::options::DriverOptions;
 use crate::store::{LayerRecord, MountState, Store};
 use crate::sys::mount::{self, OverlaySpec};
+
+pub(crate) mod pinned;
+
+use self::pinned::{
+    copy_layer_dir, make_layer_dir, pin_layer_dir, pin_lower, refuse, unmount_pinned,
+};
 
 /// The overlay backend.
 #[derive(Debug)]
@@ -72,14 +85,6 @@ fn supports_d_type(dir: &Path) -> Result<bool> {
     })();
     let _ = std::fs::remove_dir_all(&probe);
     result
-}
-
-/// `p` relative to `root` when it lies below it (mounts resolve it from a thread whose working
-/// directory is `root`).
-fn relative_to(root: &Path, p: &Path) -> PathBuf {
-    p.strip_prefix(root)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| p.to_path_buf())
 }
 
 impl Overlay {
@@ -197,36 +202,40 @@ impl Overlay {
             .unwrap_or(1)
     }
 
-    /// Mounts with classic `mount(2)`: lowers as `l/<short>` symlinks, every path relative to
-    /// the store root.
+    /// Mounts with classic `mount(2)` on `merged`: lowers as `l/<short>` links (one page of
+    /// options must hold them all), upper and work (when writable) as the `/proc/self/fd`
+    /// paths of their pinned directories. Every link is
+    /// checked right before the mount to point at its layer's `diff/`, itself reached through
+    /// no symlink; `l/` itself must be a real directory.
     fn mount_classic(
         &self,
         store: &Store,
         chain: &[LayerRecord],
-        merged: &Path,
+        merged: BorrowedFd<'_>,
+        upper: Option<(OwnedFd, OwnedFd)>,
         mut spec: OverlaySpec,
     ) -> Result<()> {
         let id = &chain[0].id;
-        let links = store.root().join("l");
-        mkdir_mode(&links, 0o700)?;
-        let relative = |p: &Path| relative_to(store.root(), p);
-        let mut lowers = Vec::with_capacity(spec.lowers.len());
-        for lower in &spec.lowers {
-            let lid = lower
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let short = Self::short_link(&lid);
-            let link = store.root().join(&short);
-            if std::fs::symlink_metadata(&link).is_err() {
-                std::os::unix::fs::symlink(format!("../layers/{lid}/diff"), &link)
-                    .ctx(|| format!("creating {}", link.display()))?;
-            }
-            lowers.push(PathBuf::from(short));
+        let root = store.root();
+        let links = fsutil::mkdir_beneath(root, Path::new("l"), 0o700)
+            .map_err(|e| refuse(id, &root.join("l"), e))?;
+        let mut lowers = Vec::with_capacity(chain.len());
+        let own = upper.is_none().then_some(id);
+        for lid in own.into_iter().chain(chain[1..].iter().map(|r| &r.id)) {
+            let link =
+                Self::checked_link(root, links.as_fd(), lid).map_err(|e| match lid == id {
+                    true => e,
+                    false => Error::Invalid {
+                        id: id.to_string(),
+                        reason: format!("its parent layer {lid:?}: {e}"),
+                    },
+                })?;
+            lowers.push(PathBuf::from(link));
         }
         spec.lowers = lowers;
-        spec.upper = spec.upper.map(|(u, w)| (relative(&u), relative(&w)));
+        if let Some((diff, work)) = &upper {
+            spec.upper = Some((fsutil::fd_path(diff.as_fd()), fsutil::fd_path(work.as_fd())));
+        }
         let page = rustix::param::page_size();
         if mount::classic_options_len(&spec) >= page {
             let why = if mount::overlay_supports_lowerdir_plus() {
@@ -240,8 +249,69 @@ impl Overlay {
                 self.classic_max_depth()
             )));
         }
-        mount::mount_overlay_classic_in(store.root(), merged, &spec)
+        mount::mount_overlay_classic_at(root, merged, &spec)
             .ctx(|| format!("mounting layer {id} ({} layers, mount(2))", chain.len()))
+    }
+
+    /// Mounts with the new mount API on `merged`, every layer directory passed as the
+    /// `/proc/self/fd` path of a descriptor pinned beneath the root.
+    fn mount_pinned(
+        &self,
+        store: &Store,
+        chain: &[LayerRecord],
+        merged: BorrowedFd<'_>,
+        diff: OwnedFd,
+        work: Option<OwnedFd>,
+        mut spec: OverlaySpec,
+    ) -> Result<()> {
+        let id = &chain[0].id;
+        let mut pinned = Vec::with_capacity(chain.len());
+        for r in &chain[1..] {
+            pinned.push(pin_lower(store, id, &r.id, "diff")?);
+        }
+        let paths = |fds: &[OwnedFd]| -> Vec<PathBuf> {
+            fds.iter().map(|f| fsutil::fd_path(f.as_fd())).collect()
+        };
+        match &work {
+            Some(work) => {
+                spec.lowers = paths(&pinned);
+                spec.upper = Some((fsutil::fd_path(diff.as_fd()), fsutil::fd_path(work.as_fd())));
+            }
+            None => {
+                pinned.insert(0, diff);
+                spec.lowers = paths(&pinned);
+            }
+        }
+        mount::mount_overlay_at(merged, &spec)
+            .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))
+    }
+
+    /// `l/<short>` of layer `lid`, created if missing, after checking that it is a symlink to
+    /// exactly `../layers/<lid>/diff` and that this directory is reached through no symlink.
+    fn checked_link(root: &Path, links: BorrowedFd<'_>, lid: &str) -> Result<String> {
+        let short = Self::short_link(lid);
+        let name = &short["l/".len()..];
+        let want = format!("../layers/{lid}/diff");
+        let diff = PathBuf::from("layers").join(lid).join("diff");
+        fsutil::pin_dir_beneath(root, &diff).map_err(|e| refuse(lid, &root.join(&diff), e))?;
+        match rustix::fs::readlinkat(links, name, Vec::new()) {
+            Ok(t) if t.as_bytes() == want.as_bytes() => return Ok(short),
+            Ok(_) | Err(rustix::io::Errno::INVAL) => {
+                // Not ours (another target, or not a link at all): replace it.
+                rustix::fs::unlinkat(links, name, rustix::fs::AtFlags::empty())
+                    .ctx(|| format!("replacing {}", root.join(&short).display()))?;
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading {}", root.join(&short).display()),
+                    e,
+                ))
+            }
+        }
+        rustix::fs::symlinkat(want.as_str(), links, name)
+            .ctx(|| format!("creating {}", root.join(&short).display()))?;
+        Ok(short)
     }
 }
 
@@ -284,9 +354,13 @@ impl Backend for Overlay {
         self.quota.inherit(&store.layer_dir(id), staging)?;
         let root = staging.join("diff");
         mkdir_mode(&root, 0o755)?;
-        copy_dir(id, &Self::diff(store, id), &root)?;
+        copy_layer_dir(store, id, id, "diff", &root)?;
         if chain.len() > 1 {
             mkdir_mode(&staging.join("work"), 0o700)?;
+        }
+        // The diff engine opens the parents' diff/ by path: check them first.
+        for r in &chain[1..] {
+            pin_lower(store, id, &r.id, "diff")?;
         }
         Ok(ApplyTarget {
             root,
@@ -308,6 +382,9 @@ impl Backend for Overlay {
     ) -> Result<MountState> {
         let id = &chain[0].id;
         let diff = Self::diff(store, id);
+        // Every directory is pinned beneath the root through no symlink before it is used:
+        // a layer directory, diff/, work/ or merged/ replaced by a link is refused.
+        let diff_fd = pin_layer_dir(store, id, "diff")?;
         if !readonly && chain.len() == 1 {
             return Ok(MountState {
                 path: diff,
@@ -316,35 +393,31 @@ impl Backend for Overlay {
             });
         }
         let merged = store.layer_dir(id).join("merged");
-        mkdir_mode(&merged, 0o700)?;
+        let merged_fd = make_layer_dir(store, id, "merged", 0o700)?;
         if chain.len() == 1 {
-            mount::bind_readonly(&diff, &merged)
+            mount::bind_readonly_at(diff_fd.as_fd(), merged_fd.as_fd())
                 .ctx(|| format!("mounting layer {id} read-only"))?;
+            return Ok(MountState {
+                path: merged,
+                mounted: true,
+                readonly,
+            });
+        }
+        let spec = OverlaySpec {
+            options: self.options.clone(),
+            label: (!label.is_empty() && mount::selinux_enabled()).then(|| label.to_string()),
+            ..OverlaySpec::default()
+        };
+        let work_fd = if readonly {
+            None
         } else {
-            let parents = chain[1..].iter().map(|r| Self::diff(store, &r.id));
-            let mut spec = OverlaySpec {
-                options: self.options.clone(),
-                label: (!label.is_empty() && mount::selinux_enabled()).then(|| label.to_string()),
-                ..OverlaySpec::default()
-            };
-            if readonly {
-                spec.lowers = std::iter::once(diff).chain(parents).collect();
-            } else {
-                spec.lowers = parents.collect();
-                let work = store.layer_dir(id).join("work");
-                mkdir_mode(&work, 0o700)?;
-                spec.upper = Some((diff, work));
-            }
-            if mount::use_new_mount_api() {
-                // Relative to the root: fsconfig takes at most 255 bytes per path.
-                let rel = |p: &Path| relative_to(store.root(), p);
-                spec.lowers = spec.lowers.iter().map(|p| rel(p)).collect();
-                spec.upper = spec.upper.map(|(u, w)| (rel(&u), rel(&w)));
-                mount::mount_overlay_in(store.root(), &merged, &spec)
-                    .ctx(|| format!("mounting layer {id} ({} layers)", chain.len()))?;
-            } else {
-                self.mount_classic(store, chain, &merged, spec)?;
-            }
+            Some(make_layer_dir(store, id, "work", 0o700)?)
+        };
+        if mount::use_new_mount_api() {
+            self.mount_pinned(store, chain, merged_fd.as_fd(), diff_fd, work_fd, spec)?;
+        } else {
+            let upper = work_fd.map(|w| (diff_fd, w));
+            self.mount_classic(store, chain, merged_fd.as_fd(), upper, spec)?;
         }
         Ok(MountState {
             path: merged,
@@ -353,17 +426,54 @@ impl Backend for Overlay {
         })
     }
 
+    fn unmount(&self, store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
+        unmount_pinned(store, layer, state)
+    }
+
     fn sweep(&self, store: &Store) -> Result<()> {
         self.quota.sweep()?;
-        // Short links of removed layers (classic mounts) point nowhere now.
-        let links = store.root().join("l");
-        let Ok(entries) = std::fs::read_dir(&links) else {
-            return Ok(());
+        // Short links of removed layers (classic mounts) point nowhere now. l/ is reached
+        // through no symlink, and only symlinks in it that no longer resolve to a directory
+        // beneath the root are deleted.
+        let root = store.root();
+        let links = match fsutil::open_beneath(
+            root,
+            Path::new("l"),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(refuse("-", &root.join("l"), e)),
         };
-        for e in entries.flatten() {
-            if std::fs::metadata(e.path()).is_err() {
-                std::fs::remove_file(e.path())
-                    .ctx(|| format!("removing {}", e.path().display()))?;
+        let root_fd = fsutil::open_dir(root).ctx(|| format!("opening {}", root.display()))?;
+        let dir = rustix::fs::Dir::read_from(&links)
+            .ctx(|| format!("listing {}", root.join("l").display()))?;
+        for e in dir {
+            let e = e.ctx(|| format!("listing {}", root.join("l").display()))?;
+            let name = e.file_name();
+            if name.to_bytes().starts_with(b".") || e.file_type() != rustix::fs::FileType::Symlink {
+                continue;
+            }
+            let mut rel = b"l/".to_vec();
+            rel.extend_from_slice(name.to_bytes());
+            let live = rustix::fs::openat2(
+                &root_fd,
+                std::ffi::OsStr::from_bytes(&rel),
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+                rustix::fs::ResolveFlags::IN_ROOT.union(rustix::fs::ResolveFlags::NO_MAGICLINKS),
+            )
+            .is_ok();
+            if !live {
+                rustix::fs::unlinkat(&links, name, rustix::fs::AtFlags::empty()).ctx(|| {
+                    format!(
+                        "removing {}/{}",
+                        root.join("l").display(),
+                        name.to_string_lossy()
+                    )
+                })?;
             }
         }
         Ok(())

@@ -14,8 +14,11 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{renameat_with, RenameFlags, CWD};
 use tracing::warn;
 
+use std::os::fd::AsFd;
+
+use super::overlay::pinned::{copy_layer_dir, make_layer_dir, pin_layer_dir, unmount_pinned};
 use super::quota::Quotas;
-use super::{copy_dir, mkdir_mode, ApplyTarget, Backend};
+use super::{mkdir_mode, ApplyTarget, Backend};
 use crate::archive::apply::Format;
 use crate::error::{Error, IoContext, Result};
 use crate::options::DriverOptions;
@@ -40,19 +43,20 @@ impl Vfs {
         store.layer_dir(id).join("fs")
     }
 
-    /// The tree the layer would have if it were materialised now: its own, or its nearest
-    /// materialised ancestor's; `None` for an empty tree.
-    fn source(store: &Store, chain: &[LayerRecord]) -> Option<PathBuf> {
+    /// The layer whose tree the layer would have if it were materialised now: its own, or its
+    /// nearest materialised ancestor's; `None` for an empty tree. A `fs` that is not a real
+    /// directory (a symlink) counts as present, so that copying from it is refused.
+    fn source<'a>(store: &Store, chain: &'a [LayerRecord]) -> Option<&'a str> {
         chain
             .iter()
-            .map(|r| Self::fs_dir(store, &r.id))
-            .find(|p| p.is_dir())
+            .find(|r| std::fs::symlink_metadata(Self::fs_dir(store, &r.id)).is_ok())
+            .map(|r| r.id.as_str())
     }
 
     /// Fills `dst` (an empty directory) with the layer's current tree.
     fn fill(store: &Store, chain: &[LayerRecord], dst: &Path) -> Result<()> {
         match Self::source(store, chain) {
-            Some(src) => copy_dir(&chain[0].id, &src, dst),
+            Some(src) => copy_layer_dir(store, &chain[0].id, src, "fs", dst),
             None => mkdir_mode(dst, 0o755),
         }
     }
@@ -129,12 +133,17 @@ impl Backend for Vfs {
     ) -> Result<MountState> {
         let id = &chain[0].id;
         let fs = Self::fs_dir(store, id);
-        if !fs.is_dir() {
-            return Err(Error::Busy {
-                id: id.clone(),
-                what: "its tree is not copied yet; retry".into(),
-            });
-        }
+        // fs/ and merged/ are pinned beneath the root through no symlink before use.
+        let fs_fd = match pin_layer_dir(store, id, "fs") {
+            Ok(fd) => fd,
+            Err(_) if std::fs::symlink_metadata(&fs).is_err() => {
+                return Err(Error::Busy {
+                    id: id.clone(),
+                    what: "its tree is not copied yet; retry".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         if !readonly {
             return Ok(MountState {
                 path: fs,
@@ -143,8 +152,8 @@ impl Backend for Vfs {
             });
         }
         let merged = store.layer_dir(id).join("merged");
-        mkdir_mode(&merged, 0o700)?;
-        match mount::bind_readonly(&fs, &merged) {
+        let merged_fd = make_layer_dir(store, id, "merged", 0o700)?;
+        match mount::bind_readonly_at(fs_fd.as_fd(), merged_fd.as_fd()) {
             Ok(()) => Ok(MountState {
                 path: merged,
                 mounted: true,
@@ -160,6 +169,10 @@ impl Backend for Vfs {
             }
             Err(e) => Err(Error::io(format!("mounting layer {id} read-only"), e)),
         }
+    }
+
+    fn unmount(&self, store: &Store, layer: &LayerRecord, state: &MountState) -> Result<()> {
+        unmount_pinned(store, layer, state)
     }
 
     fn metadata(&self, store: &Store, chain: &[LayerRecord]) -> BTreeMap<String, String> {

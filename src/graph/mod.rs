@@ -445,6 +445,12 @@ impl Driver for Graph {
 
     fn get(&self, id: &str, mount_label: &str) -> Result<PathBuf> {
         id::validate(id)?;
+        if !mount_label.is_empty() {
+            crate::sys::label::validate(mount_label).map_err(|why| Error::Invalid {
+                id: id.to_string(),
+                reason: format!("mount label {mount_label:?} is not an SELinux context: {why}"),
+            })?;
+        }
         let store = self.store();
         for attempt in 0..3 {
             // Already mounted (the common case under dockerd): one record read, no chain walk,
@@ -459,7 +465,13 @@ impl Driver for Graph {
             if rec.refs > 0 {
                 if let Some(m) = &rec.mount {
                     let path = m.path.clone();
-                    rec.refs += 1;
+                    rec.refs = rec.refs.checked_add(1).ok_or_else(|| Error::Invalid {
+                        id: id.to_string(),
+                        reason: format!(
+                            "it already has {} references, the most a layer can hold",
+                            rec.refs
+                        ),
+                    })?;
                     l.db().put_mount_state(&rec)?;
                     return Ok(path);
                 }

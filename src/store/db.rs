@@ -25,10 +25,15 @@
 //! because the page cache is shared by every process. Records read from the database always
 //! carry the mount state from these files (none if a file is missing or unreadable).
 
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use redb::backends::FileBackend;
+use rustix::fs::{openat, renameat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags};
+use tracing::warn;
 use redb::{
     ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
     TableDefinition, WriteTransaction,
@@ -36,10 +41,18 @@ use redb::{
 
 use super::record::LayerRecord;
 use crate::error::{Error, Result};
+use crate::fsutil;
 
 const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
 const CHILDREN: TableDefinition<&str, ()> = TableDefinition::new("children");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// Names a layer's mount point may have inside its directory (`merged/` for mounts; `diff/`
+/// and `fs/` for layers handed out as their directory).
+const MOUNT_POINTS: [&str; 3] = ["merged", "diff", "fs"];
+
+/// Largest mount-state file read (a real one is about a hundred bytes).
+const MAX_MOUNT_FILE: u64 = 64 * 1024;
 
 /// The open database.
 pub struct Db {
@@ -364,25 +377,84 @@ impl Db {
     }
 
     fn load_mount_state(&self, rec: &mut LayerRecord) {
-        let id = rec.id.as_str();
-        let state = std::fs::read(self.mounts.join(id))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<MountFile>(&b).ok());
-        (rec.refs, rec.mount) = match state {
-            Some(m) => (m.refs, m.mount),
-            None => (0, None),
+        (rec.refs, rec.mount) = match self.read_mount_state(&rec.id) {
+            Ok(Some(m)) => (m.refs, m.mount),
+            Ok(None) => (0, None),
+            Err(why) => {
+                warn!(layer = %rec.id, "ignoring its mount state: {why}");
+                (0, None)
+            }
         };
     }
 
+    /// `mounts/`, opened without following a symlink (the store root is canonical, so the
+    /// directory is reached through no link at all).
+    fn mounts_dir(&self) -> std::io::Result<OwnedFd> {
+        fsutil::open_dir(&self.mounts)
+    }
+
+    /// The mount state recorded for `id`: `None` if there is none; an error (the caller
+    /// ignores the state) if the file is not a regular file, does not parse, or records a
+    /// mount point other than the layer's own.
+    fn read_mount_state(&self, id: &str) -> std::result::Result<Option<MountFile>, String> {
+        let dir = match self.mounts_dir() {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("opening {}: {e}", self.mounts.display())),
+        };
+        let mut f = match fsutil::open_regular_at(dir.as_fd(), OsStr::new(id)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("opening {}: {e}", self.mounts.join(id).display())),
+        };
+        let mut bytes = Vec::new();
+        (&mut f)
+            .take(MAX_MOUNT_FILE)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("reading {}: {e}", self.mounts.join(id).display()))?;
+        let m: MountFile = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is unreadable: {e}", self.mounts.join(id).display()))?;
+        if let Some(state) = &m.mount {
+            let layer = self.root().join("layers").join(id);
+            let own = state.path.parent() == Some(layer.as_path())
+                && state
+                    .path
+                    .file_name()
+                    .is_some_and(|n| MOUNT_POINTS.iter().any(|p| n == *p));
+            if !own {
+                return Err(format!(
+                    "it records {} as the mount point, which is not the layer's own ({}/{{{}}})",
+                    state.path.display(),
+                    layer.display(),
+                    MOUNT_POINTS.join(",")
+                ));
+            }
+        }
+        Ok(Some(m))
+    }
+
+    /// The store root (the directory holding the database).
+    fn root(&self) -> &Path {
+        self.mounts.parent().unwrap_or_else(|| Path::new("/"))
+    }
+
     /// Records `rec.refs` and `rec.mount` (and nothing else of `rec`) without a database
-    /// commit. Callers hold the store lock, as for every write.
+    /// commit. Callers hold the store lock, as for every write. The file is written beside
+    /// its final name and renamed over it, all relative to `mounts/` opened without following
+    /// links; a stale temporary file (or a symlink planted in its place) is unlinked first
+    /// and the new one created exclusively.
     pub fn put_mount_state(&self, rec: &LayerRecord) -> Result<()> {
         let file = self.mounts.join(&rec.id);
+        let ctx =
+            |what: &str, e: std::io::Error| Error::io(format!("{what} {}", file.display()), e);
+        let dir = self
+            .mounts_dir()
+            .map_err(|e| ctx("opening the directory of", e))?;
+        let name = OsStr::new(&rec.id);
         if rec.refs == 0 && rec.mount.is_none() {
-            return match std::fs::remove_file(&file) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::io(format!("removing {}", file.display()), e)),
+            return match unlinkat(&dir, name, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(ctx("removing", e.into())),
             };
         }
         let bytes = serde_json::to_vec(&MountFile {
@@ -390,20 +462,33 @@ impl Db {
             mount: rec.mount.clone(),
         })
         .map_err(|e| self.err(e))?;
-        let tmp = self.mounts.join(format!(".{}.tmp", rec.id));
-        std::fs::write(&tmp, &bytes)
-            .and_then(|()| std::fs::rename(&tmp, &file))
-            .map_err(|e| Error::io(format!("writing {}", file.display()), e))
+        let tmp = format!(".{}.tmp", rec.id);
+        match unlinkat(&dir, tmp.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(ctx("removing a stale temporary file of", e.into())),
+        }
+        let fd = openat(
+            &dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| ctx("writing", e.into()))?;
+        std::fs::File::from(fd)
+            .write_all(&bytes)
+            .map_err(|e| ctx("writing", e))?;
+        renameat(&dir, tmp.as_str(), &dir, name).map_err(|e| ctx("writing", e.into()))
     }
 
-    /// Ids that have a mount-state file.
+    /// Ids that have a mount-state file (regular files whose name is not hidden).
     pub fn mount_state_ids(&self) -> Result<Vec<String>> {
+        let ctx = |e: std::io::Error| Error::io(format!("reading {}", self.mounts.display()), e);
+        let dir = self.mounts_dir().map_err(ctx)?;
         let mut out = Vec::new();
-        let rd = std::fs::read_dir(&self.mounts)
-            .map_err(|e| Error::io(format!("reading {}", self.mounts.display()), e))?;
-        for e in rd.flatten() {
+        for e in Dir::read_from(&dir).map_err(|e| ctx(e.into()))? {
+            let e = e.map_err(|e| ctx(e.into()))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') {
+            if !name.starts_with('.') && e.file_type() == FileType::RegularFile {
                 out.push(name);
             }
         }

@@ -36,7 +36,9 @@ pub enum LockError {
 
 impl StoreLock {
     /// Takes the exclusive lock on `path` (created 0600 if missing), waiting up to `timeout`.
-    /// Once held, `me` is written into the file for others to read.
+    /// Once held, `me` is written into the file for others to read. A symlink at `path` is
+    /// never followed (`ELOOP`), and anything but a regular file there is refused before it
+    /// is locked or written.
     pub fn acquire(path: &Path, timeout: Duration, me: &str) -> Result<StoreLock, LockError> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -44,9 +46,16 @@ impl StoreLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .map_err(LockError::Io)?;
+        let md = file.metadata().map_err(LockError::Io)?;
+        if !md.is_file() {
+            return Err(LockError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            )));
+        }
         let start = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
@@ -159,6 +168,33 @@ mod tests {
         }
         drop(held);
         StoreLock::acquire(&p, Duration::from_millis(30), "me").unwrap();
+    }
+
+    #[test]
+    fn never_follows_a_symlinked_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let p = dir.path().join("lock");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        match StoreLock::acquire(&p, Duration::from_millis(30), "me") {
+            Err(LockError::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}"),
+            other => panic!("a symlinked lock file must be refused, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        std::fs::remove_file(&p).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(
+            StoreLock::acquire(&p, Duration::from_millis(30), "me"),
+            Err(LockError::Io(_))
+        ));
     }
 
     #[test]

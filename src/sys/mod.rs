@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 pub mod jail;
+pub mod label;
 pub mod lock;
 pub mod loopdev;
 pub mod mount;

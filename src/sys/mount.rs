@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -115,6 +115,94 @@ pub fn mount_overlay_in(dir: &Path, target: &Path, spec: &OverlaySpec) -> io::Re
     in_dir(dir, || mount_overlay_new_api(target, spec))
 }
 
+/// Mounts overlayfs on the directory `target` pins (an `O_PATH` descriptor) with the new mount
+/// API: the mount is attached to exactly that directory, whatever its path leads to by now.
+/// Paths in `spec` are best `/proc/self/fd/<n>` paths of pinned layer directories (see
+/// [`crate::fsutil::fd_path`]), which are short and follow no name.
+pub fn mount_overlay_at(target: BorrowedFd<'_>, spec: &OverlaySpec) -> io::Result<()> {
+    let mnt = overlay_new_api(spec)?;
+    move_mount(
+        mnt.as_fd(),
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+/// Mounts overlayfs with classic `mount(2)` on the directory `target` pins, interpreting
+/// relative paths in `spec` relative to `dir`.
+pub fn mount_overlay_classic_at(
+    dir: &Path,
+    target: BorrowedFd<'_>,
+    spec: &OverlaySpec,
+) -> io::Result<()> {
+    let target = crate::fsutil::fd_path(target);
+    in_dir(dir, || mount_overlay_classic(&target, spec))
+}
+
+/// Bind-mounts the directory `src` pins onto the directory `target` pins, read-only from the
+/// start (the bind is made detached, made read-only, then attached), so no name is resolved
+/// and no writable window exists.
+pub fn bind_readonly_at(src: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::mount::{open_tree, OpenTreeFlags};
+    let tree = open_tree(
+        src,
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )?;
+    set_readonly(tree.as_fd())?;
+    move_mount(
+        tree.as_fd(),
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH, MOUNT_ATTR_RDONLY)` (Linux 5.12+).
+fn set_readonly(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the path is a static NUL-terminated empty string, `attr` is an initialised
+    // `mount_attr` whose size is passed along; both outlive the call and are only read.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unmounts (lazily) the mount whose root `mounted` pins (a descriptor opened on a mount point
+/// after the mount, so it pins the mounted root, not the directory below). A descriptor that
+/// is no mount's root (nothing mounted) is not an error.
+pub fn unmount_at(mounted: BorrowedFd<'_>) -> io::Result<()> {
+    let path = crate::fsutil::fd_path(mounted);
+    match sys_unmount(&path, UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Mounts overlayfs at `target` with classic `mount(2)`, interpreting relative paths in
 /// `spec` relative to `dir`, so short relative paths fit more layers into the one page of
 /// options `mount(2)` accepts.
@@ -138,6 +226,19 @@ pub fn classic_options_len(spec: &OverlaySpec) -> usize {
 }
 
 fn mount_overlay_new_api(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
+    let mnt = overlay_new_api(spec)?;
+    move_mount(
+        mnt.as_fd(),
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
+/// Creates a detached overlay mount from `spec` with `fsopen`/`fsconfig`/`fsmount`.
+fn overlay_new_api(spec: &OverlaySpec) -> io::Result<OwnedFd> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     let set = |k: &str, v: &std::ffi::OsStr| -> io::Result<()> {
         fsconfig_set_string(fs.as_fd(), k, v).map_err(|e| {
@@ -159,6 +260,8 @@ fn mount_overlay_new_api(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
         set(k, std::ffi::OsStr::new(v))?;
     }
     if let Some(label) = &spec.label {
+        check_label(label)?;
+        // A key of its own: nothing in the value can start another option.
         set("context", std::ffi::OsStr::new(label))?;
     }
     fsconfig_create(fs.as_fd()).map_err(|e| with_log(&fs, "creating overlay mount", e))?;
@@ -167,16 +270,18 @@ fn mount_overlay_new_api(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
     } else {
         MountAttrFlags::empty()
     };
-    let mnt = fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-        .map_err(|e| with_log(&fs, "fsmount overlay", e))?;
-    move_mount(
-        mnt.as_fd(),
-        "",
-        CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )?;
-    Ok(())
+    fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| with_log(&fs, "fsmount overlay", e))
+}
+
+/// Refuses a mount label that is not an SELinux context (see [`super::label`]).
+fn check_label(label: &str) -> io::Result<()> {
+    super::label::validate(label).map_err(|why| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("mount label {label:?} is not an SELinux context: {why}"),
+        )
+    })
 }
 
 /// The classic `mount(2)` form; its option string must fit in one page, which limits depth.
@@ -204,6 +309,15 @@ fn mount_overlay_classic(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
         data.push_str(&l.to_string_lossy());
     }
     if let Some((u, w)) = &spec.upper {
+        if let Some(p) = [u, w].into_iter().find(|p| bad(p)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "path {} cannot be passed in classic overlay options",
+                    p.display()
+                ),
+            ));
+        }
         data.push_str(&format!(
             ",upperdir={},workdir={}",
             u.display(),
@@ -214,6 +328,9 @@ fn mount_overlay_classic(target: &Path, spec: &OverlaySpec) -> io::Result<()> {
         data.push_str(&format!(",{k}={v}"));
     }
     if let Some(label) = &spec.label {
+        check_label(label)?;
+        // Quoted (as Docker's FormatMountLabel does): a category list's commas stay inside;
+        // the label grammar admits no quote that could close it early.
         data.push_str(&format!(",context=\"{label}\""));
     }
     let page = rustix::param::page_size();
@@ -334,4 +451,45 @@ pub fn mount_block_detached(
 pub fn bind(src: &Path, target: &Path) -> io::Result<()> {
     mount_bind(src, target)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile label is refused before the kernel sees it, on both mount paths, and nothing
+    /// is mounted.
+    #[test]
+    fn hostile_labels_are_refused_on_both_paths() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir(t.path().join(d)).unwrap();
+        }
+        let hostile = "system_u:object_r:container_file_t:s0\",lowerdir=/,upperdir=/tmp";
+        let spec = OverlaySpec {
+            lowers: vec![PathBuf::from("lower")],
+            upper: Some((PathBuf::from("upper"), PathBuf::from("work"))),
+            label: Some(hostile.to_string()),
+            options: Vec::new(),
+        };
+        let merged = t.path().join("merged");
+        for classic in [false, true] {
+            let r = if classic {
+                mount_overlay_classic_in(t.path(), &merged, &spec)
+            } else {
+                mount_overlay_in(t.path(), &merged, &spec)
+            };
+            let mounted = crate::sys::mountinfo::read()
+                .unwrap()
+                .iter()
+                .any(|m| m.mount_point == merged);
+            if mounted {
+                let _ = unmount(&merged);
+            }
+            let e = r.expect_err("a hostile label must be refused");
+            assert!(!mounted, "nothing may be mounted (classic: {classic})");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+            assert!(e.to_string().contains("not an SELinux context"), "{e}");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! unused really is a leftover, never one about to be mounted.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
@@ -38,13 +39,18 @@ pub enum Content {
 impl Content {
     /// The content of the layer whose directory is `dir` (a sandbox wins over an image: it
     /// is made from the image and replaces it).
+    ///
+    /// Names are looked at without following symlinks: anything but a directory there counts
+    /// as the image, so that a symlink planted in its place is refused when it is opened
+    /// ([`attach`] opens with `O_NOFOLLOW`) instead of being silently taken for "no image".
     pub fn of(dir: &Path) -> Content {
+        let present = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir());
         let sandbox = dir.join(SANDBOX_IMG);
-        if sandbox.is_file() {
+        if present(&sandbox) {
             return Content::Sandbox(sandbox);
         }
         let img = dir.join(LAYER_IMG);
-        if img.is_file() {
+        if present(&img) {
             return Content::Image(img);
         }
         Content::Empty
@@ -71,6 +77,17 @@ impl Content {
 /// footer if it has one. A sandbox about to be mounted writable that was not cleanly
 /// unmounted is checked and repaired first.
 pub fn attach(image: &Path, readonly: bool) -> Result<loopdev::LoopDevice> {
+    let md = std::fs::symlink_metadata(image).ctx(|| format!("inspecting {}", image.display()))?;
+    if !md.is_file() {
+        // Checked before anything opens or repairs the file by name.
+        return Err(Error::io(
+            format!("opening {}", image.display()),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a symlink is never followed)",
+            ),
+        ));
+    }
     if !readonly && image::needs_check(image)? {
         info!(image = %image.display(), "sandbox was not cleanly unmounted; running e2fsck");
         image::check_and_repair(image)?;
@@ -78,8 +95,18 @@ pub fn attach(image: &Path, readonly: bool) -> Result<loopdev::LoopDevice> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(!readonly)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(image)
-        .ctx(|| format!("opening {}", image.display()))?;
+        .ctx(|| format!("opening {} (never through a symlink)", image.display()))?;
+    let md = file
+        .metadata()
+        .ctx(|| format!("inspecting {}", image.display()))?;
+    if !md.is_file() {
+        return Err(Error::io(
+            format!("opening {}", image.display()),
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        ));
+    }
     let limit = vhd::disk_size(&file)
         .ctx(|| format!("reading {}", image.display()))?
         .unwrap_or(0);

@@ -21,6 +21,9 @@ impl Block {
         let mut guards = Vec::new();
         let mut lowers = Vec::new();
         for (i, r) in layers {
+            // The image is opened by path: its layer directory must be reached through no
+            // symlink.
+            crate::backend::overlay::pinned::pin_layer_dir(store, &r.id, ".")?;
             let c = Content::of(&store.layer_dir(&r.id));
             let Some(img) = c.image() else { continue };
             let t = dir.join(i.to_string());
