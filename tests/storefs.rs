@@ -620,7 +620,12 @@ fn block_symlinked_merged() {
 fn symlinked_lock_file_is_refused() {
     let p = Planted::new("vfs", false);
     plant(&p.root, "lock", &p.victim.join("secret"));
-    let msg = p.run(&["ls"]).refused("open with a symlinked lock");
+    // A read-only command takes no lock, so it never opens the file at all.
+    p.run(&["ls"]).ok("ls beside a symlinked lock");
+    p.check_victim();
+    let msg = p
+        .run(&["create", "other"])
+        .refused("a writing command with a symlinked lock");
     assert!(msg.contains("lock"), "{msg}");
     p.check_victim();
 }
