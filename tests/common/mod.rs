@@ -12,15 +12,20 @@
 //! Every CLI call is a separate process with a watchdog (`STRATA_TEST_TIMEOUT` seconds,
 //! default 180); a hung command is SIGKILLed and the test fails with what it printed.
 //!
-//! Environment knobs: `STRATA_TEST_KEEP=1` keeps the temporary directories (after unmounting);
-//! `STRATA_TEST_NO_SKIP=1` turns "prerequisite missing" skips (not root, no overlayfs) into
-//! failures.
+//! Environment knobs: `STRATA_TEST_KEEP=1` keeps the temporary directories (after unmounting).
+//! A test that cannot run here skips through [`skip::skip`] (one line format, counted by
+//! `scripts/test`); `STRATA_TEST_NO_SKIP=1` turns such skips into failures, except for the keys
+//! `STRATA_TEST_ALLOW_SKIP` names.
 
 #![allow(dead_code)]
 
 pub mod graph;
+pub mod rss;
+pub mod skip;
 pub mod tars;
 pub mod tree;
+
+pub use skip::skip;
 
 use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr, OsString};
@@ -195,15 +200,22 @@ pub fn run_command(mut cmd: Command, input: Option<&[u8]>) -> Out {
     }
 }
 
-/// Why a backend cannot be tested here, if it cannot.
-pub fn skip_reason(backend: &str, dir: &Path) -> Option<String> {
+/// Why a backend cannot be tested here, if it cannot: the skip key (see [`skip`]) and the
+/// reason.
+pub fn skip_reason(backend: &str, dir: &Path) -> Option<(&'static str, String)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Some("the black-box tests need root (chown, mknod, mounts)".into());
+        return Some((
+            "root",
+            "the black-box tests need root (chown, mknod, mounts)".into(),
+        ));
     }
     if backend == "block" {
         if !Path::new("/dev/loop-control").exists() {
-            return Some("no /dev/loop-control (the block backend needs loop devices)".into());
+            return Some((
+                "loop",
+                "no /dev/loop-control (the block backend needs loop devices)".into(),
+            ));
         }
         let tools = ["mkfs.ext4", "debugfs", "tune2fs", "e2fsck", "resize2fs"];
         if let Some(t) = tools.iter().find(|t| {
@@ -211,7 +223,7 @@ pub fn skip_reason(backend: &str, dir: &Path) -> Option<String> {
                 .iter()
                 .any(|d| Path::new(d).join(t).exists())
         }) {
-            return Some(format!("{t} is missing (install e2fsprogs)"));
+            return Some(("e2fsprogs", format!("{t} is missing (install e2fsprogs)")));
         }
     }
     if backend == "overlay" || backend == "block" {
@@ -220,16 +232,33 @@ pub fn skip_reason(backend: &str, dir: &Path) -> Option<String> {
             .lines()
             .any(|l| l.split_whitespace().last() == Some("overlay"))
         {
-            return Some("the kernel does not list overlay in /proc/filesystems".into());
+            return Some((
+                "overlay",
+                "the kernel does not list overlay in /proc/filesystems".into(),
+            ));
         }
         if fs_magic(dir) == Some(0x794c_7630) {
-            return Some(format!(
-                "{} is on overlayfs, which cannot hold overlay upper layers",
-                dir.display()
+            return Some((
+                "overlay",
+                format!(
+                    "{} is on overlayfs, which cannot hold overlay upper layers",
+                    dir.display()
+                ),
             ));
         }
     }
     None
+}
+
+/// Whether this process runs as root; when not, the test is skipped (see [`skip`]) and the
+/// caller returns.
+pub fn require_root(why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    skip("root", &format!("needs root ({why})"));
+    false
 }
 
 fn fs_magic(path: &Path) -> Option<i64> {
@@ -451,6 +480,8 @@ pub fn detach_mounts_under(dir: &Path) -> Vec<PathBuf> {
 /// A store in its own temporary directory.
 pub struct Store {
     tmp: Option<tempfile::TempDir>,
+    /// Remove the temp dir with `rm -rf` (see [`Store::expect_deep_trees`]).
+    deep: std::sync::atomic::AtomicBool,
     /// Canonical temp dir (parent of the root); scratch space for tars etc.
     dir: PathBuf,
     root: PathBuf,
@@ -458,7 +489,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// A fresh store for `backend` (`"vfs"` or `"overlay"`), or `None` (after printing why)
+    /// A fresh store for `backend` (`"vfs"` or `"overlay"`), or `None` (after a [`skip`])
     /// when this machine cannot run that backend's tests. The root directory itself is not
     /// created: the first command creates it.
     pub fn new(backend: &str) -> Option<Store> {
@@ -473,16 +504,14 @@ impl Store {
             .tempdir()
             .expect("create temp dir");
         let dir = tmp.path().canonicalize().expect("canonicalize temp dir");
-        if let Some(why) = skip_reason(backend, &dir) {
-            if std::env::var_os("STRATA_TEST_NO_SKIP").is_some() {
-                panic!("cannot run {backend} tests: {why}");
-            }
-            eprintln!("SKIPPED ({backend}): {why}");
+        if let Some((key, why)) = skip_reason(backend, &dir) {
+            skip(key, &format!("{backend}: {why}"));
             return None;
         }
         let root = dir.join("root");
         Some(Store {
             tmp: Some(tmp),
+            deep: std::sync::atomic::AtomicBool::new(false),
             dir,
             root,
             backend,
@@ -499,6 +528,13 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The store will hold trees deeper than a recursive walk should go (std's
+    /// `remove_dir_all` keeps a descriptor and a stack frame per level): teardown removes the
+    /// temp dir with `rm -rf`, which handles any depth.
+    pub fn expect_deep_trees(&self) {
+        self.deep.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Scratch directory (the root's parent), for tar files and the like.
@@ -871,6 +907,17 @@ impl Drop for Store {
         }
         if let Some(tmp) = self.tmp.take() {
             let path = tmp.path().to_path_buf();
+            if self.deep.load(std::sync::atomic::Ordering::Relaxed) {
+                let rm = Command::new("rm")
+                    .args(["-rf", "--one-file-system", "--"])
+                    .arg(&path)
+                    .status();
+                if !matches!(rm, Ok(st) if st.success()) || path.exists() {
+                    eprintln!("warning: rm -rf {} failed: {rm:?}", path.display());
+                }
+                let _ = tmp.keep();
+                return;
+            }
             if let Err(e) = tmp.close() {
                 eprintln!("warning: removing {}: {e}", path.display());
             }
