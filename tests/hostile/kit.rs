@@ -237,19 +237,14 @@ pub fn make_chain(top: &Path, name: &str, depth: usize) {
 pub fn chain_depth(top: &Path, name: &str) -> (usize, bool) {
     let mut fd = open_dir(top);
     let mut depth = 0;
-    loop {
-        match rustix::fs::openat(
-            fd.as_fd(),
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(next) => {
-                fd = next;
-                depth += 1;
-            }
-            Err(_) => break,
-        }
+    while let Ok(next) = rustix::fs::openat(
+        fd.as_fd(),
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        fd = next;
+        depth += 1;
     }
     let bottom = rustix::fs::statat(fd.as_fd(), "bottom", rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
     (depth, bottom.is_ok())

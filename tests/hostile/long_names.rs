@@ -37,7 +37,7 @@ fn nested_2500_directories_with_250_byte_names(backend: &str) {
     };
     let s = h.s();
     s.create("n", None);
-    let m = h.run_fed(&["apply-diff", "n"], |w| feed(w), LIMIT);
+    let m = h.run_fed(&["apply-diff", "n"], feed, LIMIT);
     eprintln!(
         "apply-diff of 2,500 long names: exit {:?}, peak RSS {} MiB, {:?}",
         m.out.code,
