@@ -113,16 +113,17 @@ impl Out {
         self.stdout_str().trim().to_string()
     }
 
-    /// A full description for assertion messages.
+    /// A full description for assertion messages (stdout and stderr clipped to 4,000 bytes
+    /// each: a message naming a 100,000-deep path is not read whole).
     pub fn describe(&self) -> String {
-        let mut stdout = self.stdout_str();
-        if stdout.len() > 4000 {
-            stdout.truncate(4000);
-            stdout.push_str("…[truncated]");
-        }
         format!(
             "`{}`\n  exit code: {:?}, signal: {:?}, timed out: {}\n  stdout: {:?}\n  stderr: {:?}",
-            self.cmdline, self.code, self.signal, self.timed_out, stdout, self.stderr
+            self.cmdline,
+            self.code,
+            self.signal,
+            self.timed_out,
+            clip(&self.stdout_str(), 4000),
+            clip(&self.stderr, 4000)
         )
     }
 
@@ -149,6 +150,18 @@ impl Out {
         );
         self.stderr.clone()
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} bytes truncated]", &text[..end], text.len() - end)
 }
 
 /// Runs `cmd` with optional stdin bytes, a watchdog, and captured output.
