@@ -24,6 +24,8 @@ mod deep;
 mod long_names;
 #[path = "hostile/many.rs"]
 mod many;
+#[path = "hostile/mountinfo.rs"]
+mod mountinfo;
 #[path = "hostile/names.rs"]
 mod names;
 #[path = "hostile/selftest.rs"]
