@@ -23,8 +23,7 @@ pub struct MountEntry {
 }
 
 /// Decodes the `\ooo` escapes the kernel uses for space, tab, newline and backslash.
-fn unescape(field: &str) -> PathBuf {
-    let b = field.as_bytes();
+fn unescape(b: &[u8]) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -45,27 +44,30 @@ fn unescape(field: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
-/// Parses mountinfo text.
-pub fn parse(text: &str) -> Vec<MountEntry> {
+/// Parses mountinfo bytes. Paths are bytes, not text: any mount in the namespace may have a
+/// name that is not UTF-8 (mount points are decoded exactly; the other fields lossily).
+pub fn parse(text: &[u8]) -> Vec<MountEntry> {
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
     let mut out = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+    for line in text.split(|b| *b == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == b"-") else {
             continue;
         };
         if fields.len() < 6 || fields.len() < sep + 3 {
             continue;
         }
-        let (Ok(id), Ok(parent)) = (fields[0].parse(), fields[1].parse()) else {
+        let (Some(id), Some(parent)) = (number(fields[0]), number(fields[1])) else {
             continue;
         };
         out.push(MountEntry {
             id,
             parent,
             mount_point: unescape(fields[4]),
-            options: fields[5].to_string(),
-            fs_type: fields[sep + 1].to_string(),
-            source: fields[sep + 2].to_string(),
+            options: lossy(fields[5]),
+            fs_type: lossy(fields[sep + 1]),
+            source: lossy(fields[sep + 2]),
         });
     }
     out
@@ -73,7 +75,7 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
 
 /// Reads this process's mount table.
 pub fn read() -> io::Result<Vec<MountEntry>> {
-    Ok(parse(&std::fs::read_to_string("/proc/self/mountinfo")?))
+    Ok(parse(&std::fs::read("/proc/self/mountinfo")?))
 }
 
 /// Mounts whose mount point is `dir` or lies beneath it, deepest first (the order in which
@@ -96,12 +98,25 @@ mod tests {
     fn parses_and_unescapes() {
         let t = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
                  90 27 0:50 / /tmp/a\\040b/merged rw,relatime shared:5 - overlay overlay rw,lowerdir=x\n";
-        let m = parse(t);
+        let m = parse(t.as_bytes());
         assert_eq!(m.len(), 2);
         assert_eq!(m[1].mount_point, PathBuf::from("/tmp/a b/merged"));
         assert_eq!(m[1].fs_type, "overlay");
         assert_eq!(m[1].parent, 27);
         let under = mounts_under(&m, Path::new("/tmp/a b"));
         assert_eq!(under.len(), 1);
+    }
+
+    #[test]
+    fn a_mount_point_that_is_not_utf8_is_read_exactly() {
+        let t = b"27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                  91 27 0:51 / /tmp/bad-\xff\\040x rw - tmpfs n\xffne rw\n";
+        let m = parse(t);
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[1].mount_point.as_os_str().as_encoded_bytes(),
+            b"/tmp/bad-\xff x"
+        );
+        assert_eq!(m[1].source, "n\u{fffd}ne");
     }
 }
