@@ -420,8 +420,7 @@ pub struct MountEntry {
 }
 
 /// Decodes mountinfo's octal escapes (`\040` for a space...).
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let b = field.as_bytes();
+fn unescape_mountinfo(b: &[u8]) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -440,18 +439,21 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
-/// Every mount of this process's mount namespace.
+/// Every mount of this process's mount namespace (read as bytes: a mount point need not be
+/// UTF-8).
 pub fn mounts() -> Vec<MountEntry> {
-    let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    text.lines()
+    let text = fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    text.split(|b| *b == b'\n')
         .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fields: Vec<&str> = left.split(' ').collect();
-            let right: Vec<&str> = right.split(' ').collect();
+            let sep = line.windows(3).position(|w| w == b" - ")?;
+            let (left, right) = (&line[..sep], &line[sep + 3..]);
+            let fields: Vec<&[u8]> = left.split(|b| *b == b' ').collect();
+            let right: Vec<&[u8]> = right.split(|b| *b == b' ').collect();
             Some(MountEntry {
                 mount_point: unescape_mountinfo(fields.get(4)?),
-                fstype: right.first()?.to_string(),
-                options: right.get(2).unwrap_or(&"").to_string(),
+                fstype: lossy(right.first()?),
+                options: right.get(2).map(|o| lossy(o)).unwrap_or_default(),
             })
         })
         .collect()
