@@ -1,12 +1,16 @@
 //! Running a command under a watchdog and measuring its peak resident memory.
 //!
-//! [`run_measured`] starts the command, kills it (SIGKILL) when it outlives its time limit,
-//! and reaps it with `wait4`, whose `ru_maxrss` is the peak RSS of the child (and of any
-//! descendants it reaped, e.g. a confined apply helper). Standard output goes where the caller
-//! says (a file, for tars and change lists far larger than a test should hold); standard error
-//! is captured.
+//! [`run_measured`] runs the command under GNU `time`, which reaps it with `wait4` and reports
+//! its `ru_maxrss`: the peak RSS of the command (and of any descendants it reaped, e.g. a
+//! confined apply helper). The detour matters: a process's `ru_maxrss` also counts the memory
+//! image it was forked from, so a command spawned straight from the test process would carry
+//! the test process's own peak; forked from the small `time` process it carries ~2 MiB.
+//! The watchdog kills the whole process group (SIGKILL) when the command outlives its time
+//! limit. Standard output goes where the caller says (a file, for tars and change lists far
+//! larger than a test should hold); standard error is captured.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -75,22 +79,71 @@ impl Measured {
 }
 
 /// Runs `cmd` with the given stdin and stdout, a `timeout` watchdog, and stderr captured;
-/// reaps it with `wait4` for its peak RSS.
-pub fn run_measured(mut cmd: Command, stdin: Stdio, stdout: Stdio, timeout: Duration) -> Measured {
+/// measures its peak RSS.
+pub fn run_measured(cmd: Command, stdin: Stdio, stdout: Stdio, timeout: Duration) -> Measured {
+    run_measured_limited(cmd, stdin, stdout, timeout, None)
+}
+
+/// [`run_measured`], and no file the command writes may grow beyond `max_file` bytes
+/// (`RLIMIT_FSIZE`: `SIGXFSZ` beyond), so an unbounded export cannot fill the disk.
+pub fn run_measured_limited(
+    cmd: Command,
+    stdin: Stdio,
+    stdout: Stdio,
+    timeout: Duration,
+    max_file: Option<u64>,
+) -> Measured {
     let cmdline = format!("{cmd:?}");
-    cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
+    let report = tempfile::NamedTempFile::new().expect("temp file for time's report");
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(report.path())
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    timed
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(max) = max_file {
+        // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+        unsafe {
+            timed.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: max,
+                    rlim_max: max,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let started = Instant::now();
-    let mut child = cmd
+    let mut child = timed
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmdline}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start /usr/bin/time for {cmdline}: {e}"));
     let pid = child.id() as libc::pid_t;
     let mut stderr = child.stderr.take().expect("piped stderr");
     let (done_tx, done_rx) = mpsc::channel::<()>();
-    let (status, rusage, timed_out, err_text) = std::thread::scope(|scope| {
+    let (status, timed_out, err_text) = std::thread::scope(|scope| {
         let watchdog = scope.spawn(move || match done_rx.recv_timeout(timeout) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                // SAFETY: kill(2) of our own child, which is not reaped before `done` is sent.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: kill(2) of our own child's process group (the child leads it and is
+                // not reaped before `done` is sent).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
                 true
             }
             _ => false,
@@ -100,36 +153,28 @@ pub fn run_measured(mut cmd: Command, stdin: Stdio, stdout: Stdio, timeout: Dura
             let _ = stderr.read_to_end(&mut buf);
             String::from_utf8_lossy(&buf).into_owned()
         });
-        let mut status: libc::c_int = 0;
-        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
-        let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-        loop {
-            // SAFETY: wait4 on our own unreaped child with valid out-pointers.
-            let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-            if rc == pid {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            assert_eq!(e.raw_os_error(), Some(libc::EINTR), "wait4 {cmdline}: {e}");
-        }
+        let status = child.wait().expect("wait for /usr/bin/time");
         drop(done_tx);
         let timed_out = watchdog.join().expect("watchdog thread");
-        (
-            status,
-            rusage,
-            timed_out,
-            reader.join().expect("stderr reader"),
-        )
+        (status, timed_out, reader.join().expect("stderr reader"))
     });
-    // The child is reaped: std's handle must not wait for it again.
-    drop(child);
     let elapsed = started.elapsed();
-    let (code, signal) = if libc::WIFEXITED(status) {
-        (Some(libc::WEXITSTATUS(status)), None)
-    } else if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (None, None)
+    let report = std::fs::read_to_string(report.path()).unwrap_or_default();
+    // `time` notes how the command ended, then prints %M (KiB) on the last line.
+    let peak_kib: u64 = report
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    let by_signal = report.lines().find_map(|l| {
+        l.strip_prefix("Command terminated by signal ")
+            .and_then(|n| n.trim().parse::<i32>().ok())
+    });
+    use std::os::unix::process::ExitStatusExt;
+    let (code, signal) = match (status.signal(), by_signal) {
+        (Some(sig), _) => (None, Some(sig)),
+        (None, Some(sig)) => (None, Some(sig)),
+        (None, None) => (status.code(), None),
     };
     Measured {
         out: Out {
@@ -140,7 +185,7 @@ pub fn run_measured(mut cmd: Command, stdin: Stdio, stdout: Stdio, timeout: Dura
             stdout: Vec::new(),
             stderr: err_text,
         },
-        peak_rss: rusage.ru_maxrss.max(0) as u64 * 1024,
+        peak_rss: peak_kib * 1024,
         elapsed,
     }
 }

@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, PipeWriter, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::common::rss::{run_measured, Measured};
+use crate::common::rss::{run_measured_limited, Measured};
 use crate::common::{mounts_under, Store};
 use crate::oracle::{self, Env, Node};
 
@@ -70,12 +69,11 @@ impl Hostile {
     ) -> Measured {
         let mut cmd = self.s().command(["--no-sync"]);
         cmd.args(args);
-        limit_output(&mut cmd);
         let stdout = match out {
             Some(p) => Stdio::from(File::create(p).expect("create the output file")),
             None => Stdio::null(),
         };
-        run_measured(cmd, stdin, stdout, limit)
+        run_measured_limited(cmd, stdin, stdout, limit, Some(MAX_OUTPUT))
     }
 
     /// Like [`Hostile::run`] with stdin fed by `feed` from another thread (a generated tar);
@@ -89,13 +87,13 @@ impl Hostile {
         let (rd, mut wr) = std::io::pipe().expect("pipe");
         let mut cmd = self.s().command(["--no-sync"]);
         cmd.args(args);
-        limit_output(&mut cmd);
         std::thread::scope(|scope| {
             let feeder = scope.spawn(move || {
                 // EPIPE when the command stops reading early; its exit status tells why.
                 let _ = feed(&mut wr);
             });
-            let m = run_measured(cmd, Stdio::from(rd), Stdio::null(), limit);
+            let m =
+                run_measured_limited(cmd, Stdio::from(rd), Stdio::null(), limit, Some(MAX_OUTPUT));
             feeder.join().expect("tar feeder");
             m
         })
@@ -149,24 +147,6 @@ impl Hostile {
         let loops = loops_backed_under(self.s().scratch());
         assert!(loops.is_empty(), "loop devices left: {loops:?}");
         self.s().ok(["cleanup"]);
-    }
-}
-
-/// Caps the size of any file the command writes at [`MAX_OUTPUT`] (`RLIMIT_FSIZE`), so an
-/// unbounded export fails with `SIGXFSZ` instead of filling the disk.
-fn limit_output(cmd: &mut Command) {
-    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
-    unsafe {
-        cmd.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: MAX_OUTPUT,
-                rlim_max: MAX_OUTPUT,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 
