@@ -2,8 +2,8 @@
 //! than names — depth, count, name length, size, names that look like markers — through the
 //! CLI, on vfs and overlay.
 //!
-//! Every case runs each command under a time limit with its peak RSS measured (`wait4`'s
-//! `ru_maxrss`, see `common/rss.rs`): `apply-diff` within 64 MiB, `changes`, `diff`,
+//! Every case runs each command under a time limit with its peak RSS measured (its `ru_maxrss`
+//! through GNU `time`, see `common/rss.rs`): `apply-diff` within 64 MiB, `changes`, `diff`,
 //! `diff-size` and `remove` within 256 MiB. A command must either succeed or refuse cleanly
 //! (exit 1 with a `strata: ` message) — never die by a signal, never run out its time. Each
 //! case ends with the breakout suite's victim (a directory and a file beside the store,
