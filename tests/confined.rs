@@ -42,8 +42,7 @@ fn helper(root: &Path, writable: &Path, tar: &[u8]) -> serde_json::Value {
 
 #[test]
 fn helper_cannot_write_outside_its_writable_directory() {
-    if !nix_root() {
-        eprintln!("SKIPPED: needs root");
+    if !common::require_root("the helper chroots and drops capabilities") {
         return;
     }
     let t = tempfile::tempdir().expect("tempdir");
@@ -71,10 +70,6 @@ fn helper_cannot_write_outside_its_writable_directory() {
         std::fs::read(inside.join("etc/conf")).expect("applied"),
         b"setting=1\n"
     );
-}
-
-fn nix_root() -> bool {
-    rustix::process::geteuid().is_root()
 }
 
 backend_tests!(confined_apply_matches_in_process);

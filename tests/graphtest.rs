@@ -85,6 +85,29 @@ fn deep_layer_read_128(backend: &str) {
     assert_eq!(s.ls().len(), 129, "ls lists base + 128 layers");
 }
 
+/// DeepLayerRead(500), as moby's conformance suite runs it: a base and 500 image layers on it
+/// (a chain of 501, every layer written through its own `get`), read from the top through the
+/// CLI — the deepest chain overlayfs mounts (500 lower directories under the top's own).
+/// Overlay only: vfs has no depth limit, and copying every parent makes its 500-layer chain
+/// take minutes.
+#[test]
+fn overlay_deep_layer_read_500() {
+    let Some(s) = Store::new("overlay") else {
+        return;
+    };
+    let base = layer_id(2);
+    s.create(&base, None);
+    s.with_layer(&base, |root| {
+        write_file(root, "testfile.txt", b"test content", 0o755)
+    });
+    let top = add_many_layers(&s, &base, 500, 8);
+    check_many_layers(&s, &top, 500, &base);
+    s.with_layer(&top, |root| {
+        assert_eq!(read_file(root, "testfile.txt"), b"test content");
+    });
+    assert_eq!(s.ls().len(), 501, "ls lists base + 500 layers");
+}
+
 /// DiffApply(10): `diff-size upper` (own parent) equals what `apply-diff` of `diff upper
 /// --parent base` onto a fresh sibling returns: 640.
 fn diff_apply_10(backend: &str) {

@@ -15,6 +15,9 @@ use strata::archive::{changes, export};
 use strata::graph::{Graph, GraphConfig};
 use strata::{CreateOpts, Driver};
 
+#[path = "common/skip.rs"]
+mod skip;
+
 /// One operation on a mounted tree, over a small fixed namespace so that operations collide.
 #[derive(Debug, Clone)]
 enum Op {
@@ -97,14 +100,14 @@ struct Fixture {
 
 fn fixture() -> Option<Fixture> {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root");
+        skip::skip("root", "needs root (overlay mounts)");
         return None;
     }
-    let tmp = tempfile::tempdir().ok()?;
+    let tmp = tempfile::tempdir().expect("temp dir for the fixture");
     let mut config = GraphConfig::new(tmp.path().join("root"));
     config.driver = Some("overlay".into());
     config.durable = false;
-    let graph = Graph::open(config).ok()?;
+    let graph = Graph::open(config).expect("open an overlay store for the fixture");
     Some(Fixture { _tmp: tmp, graph })
 }
 

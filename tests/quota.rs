@@ -5,8 +5,9 @@
 //! Every image is mounted by an [`Image`] guard that unmounts it (lazily if it must) and
 //! detaches its loop device on drop, also when the test panics; each test then checks that
 //! no loop device is backed by a file under its temp dir. A kernel without XFS quota support
-//! (`CONFIG_XFS_QUOTA`, no `/proc/fs/xfs/xqmstat`) cannot run SetQuota: the test says
-//! SKIPPED, or fails under `STRATA_TEST_NO_SKIP=1`.
+//! (`CONFIG_XFS_QUOTA`, no `/proc/fs/xfs/xqmstat`) cannot run SetQuota: the test skips with
+//! the key `xfs-quota` (a failure under `STRATA_TEST_NO_SKIP=1` unless
+//! `STRATA_TEST_ALLOW_SKIP` names that key).
 
 mod common;
 
@@ -103,11 +104,12 @@ impl Image {
         match Image::mount("mkfs.xfs", "pquota") {
             Ok(i) => Some(i),
             Err(e) if !Path::new("/proc/fs/xfs/xqmstat").exists() => {
-                let why = format!("this kernel has no XFS quota support (CONFIG_XFS_QUOTA): {e}");
-                if std::env::var_os("STRATA_TEST_NO_SKIP").is_some() {
-                    panic!("cannot run SetQuota: {why}");
-                }
-                eprintln!("SKIPPED: {why}");
+                eprintln!("mounting XFS with pquota: {e}");
+                common::skip(
+                    "xfs-quota",
+                    "this kernel has no XFS quota support (CONFIG_XFS_QUOTA: no \
+                     /proc/fs/xfs/xqmstat, and an XFS image does not mount with pquota)",
+                );
                 None
             }
             Err(e) => panic!("mounting an XFS image with pquota: {e}"),
@@ -314,7 +316,10 @@ fn refuses_size_on_temp_fs(backend: &str) {
     let Some(s) = Store::new(backend) else { return };
     s.create("base", None);
     if status_line(&s, "Supports Quota").starts_with("true") {
-        eprintln!("SKIPPED: the temp dir's filesystem has project quotas");
+        common::skip(
+            "temp-fs-quota",
+            "the temp dir's filesystem has project quotas, so size is not refused there",
+        );
         return;
     }
     let (fs_name, _) = strata::backend::backing_fs(s.root()).unwrap();
@@ -336,9 +341,7 @@ backend_tests!(
 fn project_ids_on_xfs() {
     use std::os::fd::AsFd;
     use strata::sys::quota::{project_id, set_project_id};
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: mounting needs root");
+    if !common::require_root("mounts an XFS image") {
         return;
     }
     let xfs = Image::mount("mkfs.xfs", "").unwrap_or_else(|e| panic!("mounting XFS: {e}"));

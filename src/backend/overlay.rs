@@ -54,12 +54,17 @@ pub struct Overlay {
     quota: Quotas,
 }
 
+/// The most lower directories one overlay mount takes: the kernel's `OVL_MAX_STACK`. A writable
+/// mount's upper directory is not one of them.
+pub const MAX_LOWERS: usize = 500;
+
 /// The deepest chain overlay serves: the number of layers in a chain, the layer itself
-/// included. It is the kernel's maximum number of lower directories (`OVL_MAX_STACK`), so every
-/// layer of an accepted chain mounts both writable (at most 499 lower directories under its
-/// own upper one) and read-only (one lower directory per layer). `create` refuses a deeper
-/// layer.
-pub const MAX_DEPTH: usize = 500;
+/// included. A layer without children is served writable, its own `diff/` the upper directory
+/// over [`MAX_LOWERS`] parents; a layer with children is served read-only, every layer of its
+/// chain a lower directory — and its chain is at most [`MAX_LOWERS`] long, because its child's
+/// is at most this. So every layer of an accepted chain mounts; `create` refuses a deeper layer
+/// (it could never be served: it would need more lower directories than the kernel takes).
+pub const MAX_DEPTH: usize = MAX_LOWERS + 1;
 
 fn has_param(name: &str) -> bool {
     Path::new("/sys/module/overlay/parameters")
@@ -175,7 +180,6 @@ impl Overlay {
         out
     }
 
-    /// Deepest chain the classic mount fits in a page (a writable top layer, the longest case).
     /// Why strata's mounts never use metacopy: what was probed at open, not an assumption.
     fn metacopy_status(&self) -> String {
         if self.options.iter().any(|(k, v)| k == "metacopy" && v == "off") {
@@ -185,10 +189,13 @@ impl Overlay {
         }
     }
 
+    /// Deepest chain, in layers, that the classic mount fits in a page for any ids: a writable
+    /// top layer with the longest ids (its upper and work directories) over one short lower
+    /// link per parent. (Served read-only, the same chain needs less: no upper, no work.)
     fn classic_max_depth(&self) -> usize {
         let page = rustix::param::page_size();
-        let probe = |depth: usize| OverlaySpec {
-            lowers: vec![PathBuf::from(Self::short_link("x")); depth],
+        let probe = |lowers: usize| OverlaySpec {
+            lowers: vec![PathBuf::from(Self::short_link("x")); lowers],
             upper: Some((
                 PathBuf::from(format!("layers/{}/diff", "x".repeat(128))),
                 PathBuf::from(format!("layers/{}/work", "x".repeat(128))),
@@ -196,10 +203,11 @@ impl Overlay {
             options: self.options.clone(),
             ..OverlaySpec::default()
         };
-        (1..MAX_DEPTH)
-            .take_while(|d| mount::classic_options_len(&probe(*d)) < page)
+        let lowers = (1..=MAX_LOWERS)
+            .take_while(|n| mount::classic_options_len(&probe(*n)) < page)
             .last()
-            .unwrap_or(1)
+            .unwrap_or(1);
+        lowers + 1
     }
 
     /// Mounts with classic `mount(2)` on `merged`: lowers as `l/<short>` links (one page of
@@ -331,7 +339,8 @@ impl Backend for Overlay {
     fn create(&self, _store: &Store, dir: &Path, chain: &[LayerRecord]) -> Result<()> {
         if chain.len() > MAX_DEPTH {
             return Err(Error::Unsupported(format!(
-                "layer {} would be {} layers deep; overlayfs stacks at most {MAX_DEPTH} layers",
+                "layer {} would be {} layers deep; overlayfs mounts at most {MAX_LOWERS} lower \
+                 directories under a layer's own, so a chain holds at most {MAX_DEPTH} layers",
                 chain[0].id,
                 chain.len()
             )));

@@ -344,20 +344,34 @@ pub fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
     Ok((md.dev(), md.ino()))
 }
 
+/// The test kit's skip helper (one format, counted by `scripts/test`).
+#[cfg(test)]
+#[path = "../../tests/common/skip.rs"]
+mod test_skip;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use super::test_skip as skip;
+
+    /// Whether loop devices can be used here; when not, the test is skipped.
     fn root_with_loop() -> bool {
         // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        root && Path::new("/dev/loop-control").exists()
+        if unsafe { libc::geteuid() } != 0 {
+            skip::skip("root", "needs root (loop devices)");
+            return false;
+        }
+        if !Path::new("/dev/loop-control").exists() {
+            skip::skip("loop", "no /dev/loop-control");
+            return false;
+        }
+        true
     }
 
     #[test]
     fn attach_status_capacity_clear() {
         if !root_with_loop() {
-            eprintln!("SKIPPED: needs root and /dev/loop-control");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -12,25 +12,39 @@
 //! Every CLI call is a separate process with a watchdog (`STRATA_TEST_TIMEOUT` seconds,
 //! default 180); a hung command is SIGKILLed and the test fails with what it printed.
 //!
-//! Environment knobs: `STRATA_TEST_KEEP=1` keeps the temporary directories (after unmounting);
-//! `STRATA_TEST_NO_SKIP=1` turns "prerequisite missing" skips (not root, no overlayfs) into
-//! failures.
+//! Environment knobs: `STRATA_TEST_KEEP=1` keeps the temporary directories (after unmounting).
+//! A test that cannot run here skips through [`skip::skip`] (one line format, counted by
+//! `scripts/test`); `STRATA_TEST_NO_SKIP=1` turns such skips into failures, except for the keys
+//! `STRATA_TEST_ALLOW_SKIP` names.
 
 #![allow(dead_code)]
 
 pub mod graph;
+pub mod mounts;
+pub mod parse;
+pub mod prereq;
+pub mod rss;
+pub mod run;
+pub mod skip;
 pub mod tars;
 pub mod tree;
 
+// Re-exported for the suites; each uses some of them.
+#[allow(unused_imports)]
+pub use mounts::{detach_mounts_under, mounts, mounts_under, MountEntry};
+#[allow(unused_imports)]
+pub use parse::{parse_changes, parse_ls, sorted_changes, Change, ChangeKind, LsEntry};
+#[allow(unused_imports)]
+pub use prereq::{require_root, skip_reason};
+#[allow(unused_imports)]
+pub use run::{clip, command_timeout, run_command, Out};
+pub use skip::skip;
+
 use std::collections::BTreeSet;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 /// Path of the binary under test.
 pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
@@ -70,387 +84,11 @@ macro_rules! backend_tests {
         }
     };
 }
-
-/// Per-command timeout.
-pub fn command_timeout() -> Duration {
-    let secs = std::env::var("STRATA_TEST_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(180);
-    Duration::from_secs(secs)
-}
-
-/// What one CLI invocation did.
-#[derive(Debug, Clone)]
-pub struct Out {
-    /// The command line, for messages.
-    pub cmdline: String,
-    /// Exit code (`None` when killed by a signal).
-    pub code: Option<i32>,
-    /// Signal that killed it, if any.
-    pub signal: Option<i32>,
-    /// Whether the watchdog killed it.
-    pub timed_out: bool,
-    /// Raw standard output.
-    pub stdout: Vec<u8>,
-    /// Standard error (lossy UTF-8).
-    pub stderr: String,
-}
-
-impl Out {
-    /// Standard output as (lossy) text.
-    pub fn stdout_str(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    /// Trimmed standard output.
-    pub fn trimmed(&self) -> String {
-        self.stdout_str().trim().to_string()
-    }
-
-    /// A full description for assertion messages.
-    pub fn describe(&self) -> String {
-        let mut stdout = self.stdout_str();
-        if stdout.len() > 4000 {
-            stdout.truncate(4000);
-            stdout.push_str("…[truncated]");
-        }
-        format!(
-            "`{}`\n  exit code: {:?}, signal: {:?}, timed out: {}\n  stdout: {:?}\n  stderr: {:?}",
-            self.cmdline, self.code, self.signal, self.timed_out, stdout, self.stderr
-        )
-    }
-
-    /// Panics unless the exit status is exactly `code`.
-    pub fn expect_code(&self, code: i32) -> &Self {
-        assert!(!self.timed_out, "command timed out: {}", self.describe());
-        assert_eq!(
-            self.code,
-            Some(code),
-            "unexpected exit status: {}",
-            self.describe()
-        );
-        self
-    }
-
-    /// The operation-failure contract: exit 1 and a line of stderr starting with `strata: `.
-    /// Returns the whole of stderr.
-    pub fn expect_failure(&self) -> String {
-        self.expect_code(1);
-        assert!(
-            self.stderr.lines().any(|l| l.starts_with("strata: ")),
-            "exit 1 but no stderr line starts with \"strata: \": {}",
-            self.describe()
-        );
-        self.stderr.clone()
-    }
-}
-
-/// Runs `cmd` with optional stdin bytes, a watchdog, and captured output.
-pub fn run_command(mut cmd: Command, input: Option<&[u8]>) -> Out {
-    let cmdline = format!("{cmd:?}");
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmdline}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let stdin = child.stdin.take();
-    let timeout = command_timeout();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let (output, timed_out) = std::thread::scope(|scope| {
-        let watchdog = scope.spawn(move || match done_rx.recv_timeout(timeout) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // SAFETY: plain kill(2) of our own child; it cannot have been reaped yet because
-                // the waiting thread signals `done` right after reaping.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                true
-            }
-            _ => false,
-        });
-        if let (Some(mut stdin), Some(data)) = (stdin, input) {
-            scope.spawn(move || {
-                // EPIPE when the child stops reading early; its exit status tells why.
-                let _ = stdin.write_all(data);
-            });
-        }
-        let output = child.wait_with_output();
-        drop(done_tx);
-        (output, watchdog.join().expect("watchdog thread"))
-    });
-    let output = output.unwrap_or_else(|e| panic!("waiting for {cmdline}: {e}"));
-    use std::os::unix::process::ExitStatusExt;
-    Out {
-        cmdline,
-        code: output.status.code(),
-        signal: output.status.signal(),
-        timed_out,
-        stdout: output.stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// Why a backend cannot be tested here, if it cannot.
-pub fn skip_reason(backend: &str, dir: &Path) -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("the black-box tests need root (chown, mknod, mounts)".into());
-    }
-    if backend == "block" {
-        if !Path::new("/dev/loop-control").exists() {
-            return Some("no /dev/loop-control (the block backend needs loop devices)".into());
-        }
-        let tools = ["mkfs.ext4", "debugfs", "tune2fs", "e2fsck", "resize2fs"];
-        if let Some(t) = tools.iter().find(|t| {
-            !["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
-                .iter()
-                .any(|d| Path::new(d).join(t).exists())
-        }) {
-            return Some(format!("{t} is missing (install e2fsprogs)"));
-        }
-    }
-    if backend == "overlay" || backend == "block" {
-        let fs_list = fs::read_to_string("/proc/filesystems").unwrap_or_default();
-        if !fs_list
-            .lines()
-            .any(|l| l.split_whitespace().last() == Some("overlay"))
-        {
-            return Some("the kernel does not list overlay in /proc/filesystems".into());
-        }
-        if fs_magic(dir) == Some(0x794c_7630) {
-            return Some(format!(
-                "{} is on overlayfs, which cannot hold overlay upper layers",
-                dir.display()
-            ));
-        }
-    }
-    None
-}
-
-fn fs_magic(path: &Path) -> Option<i64> {
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statfs writes into a properly sized, zeroed struct; `c` outlives the call.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        if libc::statfs(c.as_ptr(), &mut st) == 0 {
-            Some(st.f_type as i64)
-        } else {
-            None
-        }
-    }
-}
-
-/// One line of `strata ls`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LsEntry {
-    pub id: String,
-    /// `None` when the column is `-`.
-    pub parent: Option<String>,
-    pub kind: String,
-    pub size: String,
-    pub mounted: String,
-}
-
-impl LsEntry {
-    /// Interprets the `mounted` column. Accepted spellings (an assumption; the spec does not fix
-    /// them): `true`/`yes`/`mounted`/a positive reference count for mounted, and
-    /// `false`/`no`/`-`/`0`/`unmounted` for not mounted. Anything else fails the test.
-    pub fn is_mounted(&self) -> bool {
-        let m = self.mounted.to_ascii_lowercase();
-        match m.as_str() {
-            "true" | "yes" | "mounted" | "y" => true,
-            "false" | "no" | "-" | "unmounted" | "n" => false,
-            _ => match m.parse::<u64>() {
-                Ok(n) => n > 0,
-                Err(_) => panic!("unrecognised `mounted` column in ls: {self:?}"),
-            },
-        }
-    }
-}
-
-/// Parses `strata ls` text output.
-pub fn parse_ls(text: &str) -> Vec<LsEntry> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(
-                f.len(),
-                5,
-                "ls line must have 5 columns (id parent kind size mounted): {l:?}"
-            );
-            LsEntry {
-                id: f[0].to_string(),
-                parent: (f[1] != "-").then(|| f[1].to_string()),
-                kind: f[2].to_string(),
-                size: f[3].to_string(),
-                mounted: f[4].to_string(),
-            }
-        })
-        .collect()
-}
-
-/// Kind of a change, with Docker's codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ChangeKind {
-    Modify,
-    Add,
-    Delete,
-}
-
-impl ChangeKind {
-    /// Docker's numeric code: Modify 0, Add 1, Delete 2.
-    pub fn code(self) -> u64 {
-        match self {
-            ChangeKind::Modify => 0,
-            ChangeKind::Add => 1,
-            ChangeKind::Delete => 2,
-        }
-    }
-
-    /// The letter of the text output: C, A, D.
-    pub fn letter(self) -> char {
-        match self {
-            ChangeKind::Modify => 'C',
-            ChangeKind::Add => 'A',
-            ChangeKind::Delete => 'D',
-        }
-    }
-
-    pub fn from_letter(c: char) -> Option<Self> {
-        match c {
-            'C' => Some(ChangeKind::Modify),
-            'A' => Some(ChangeKind::Add),
-            'D' => Some(ChangeKind::Delete),
-            _ => None,
-        }
-    }
-
-    pub fn from_code(c: u64) -> Option<Self> {
-        match c {
-            0 => Some(ChangeKind::Modify),
-            1 => Some(ChangeKind::Add),
-            2 => Some(ChangeKind::Delete),
-            _ => None,
-        }
-    }
-}
-
-/// One change: absolute path and kind.
-pub type Change = (String, ChangeKind);
-
-/// Parses `strata changes` text output (`A /path`, one per line; the path may contain spaces).
-pub fn parse_changes(text: &str) -> Vec<Change> {
-    text.lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let mut chars = l.chars();
-            let letter = chars.next().unwrap();
-            let kind = ChangeKind::from_letter(letter)
-                .unwrap_or_else(|| panic!("bad change letter in {l:?}"));
-            let rest = chars.as_str();
-            let path = rest
-                .strip_prefix(' ')
-                .unwrap_or_else(|| panic!("change line must be \"X /path\": {l:?}"));
-            assert!(path.starts_with('/'), "change path must be absolute: {l:?}");
-            (path.to_string(), kind)
-        })
-        .collect()
-}
-
-/// Sorted copy of a change list, by (path, kind).
-pub fn sorted_changes(mut v: Vec<Change>) -> Vec<Change> {
-    v.sort();
-    v
-}
-
-/// A mount point listed in `/proc/self/mountinfo`.
-#[derive(Debug, Clone)]
-pub struct MountEntry {
-    pub mount_point: PathBuf,
-    pub fstype: String,
-    pub options: String,
-}
-
-/// Decodes mountinfo's octal escapes (`\040` for a space...).
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(OsString::from_vec(out))
-}
-
-/// Every mount of this process's mount namespace.
-pub fn mounts() -> Vec<MountEntry> {
-    let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fields: Vec<&str> = left.split(' ').collect();
-            let right: Vec<&str> = right.split(' ').collect();
-            Some(MountEntry {
-                mount_point: unescape_mountinfo(fields.get(4)?),
-                fstype: right.first()?.to_string(),
-                options: right.get(2).unwrap_or(&"").to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Mount points equal to `dir` or below it.
-pub fn mounts_under(dir: &Path) -> Vec<MountEntry> {
-    mounts()
-        .into_iter()
-        .filter(|m| m.mount_point.starts_with(dir))
-        .collect()
-}
-
-/// Detaches (`MNT_DETACH`) every mount at or below `dir`, deepest first, repeating for stacked
-/// mounts. Returns what it could not unmount.
-pub fn detach_mounts_under(dir: &Path) -> Vec<PathBuf> {
-    for _ in 0..16 {
-        let mut points: Vec<PathBuf> = mounts_under(dir)
-            .into_iter()
-            .map(|m| m.mount_point)
-            .collect();
-        if points.is_empty() {
-            return Vec::new();
-        }
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for p in &points {
-            if let Ok(c) = CString::new(p.as_os_str().as_bytes()) {
-                // SAFETY: umount2 with a valid NUL-terminated path.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-    }
-    mounts_under(dir)
-        .into_iter()
-        .map(|m| m.mount_point)
-        .collect()
-}
-
 /// A store in its own temporary directory.
 pub struct Store {
     tmp: Option<tempfile::TempDir>,
+    /// Remove the temp dir with `rm -rf` (see [`Store::expect_deep_trees`]).
+    deep: std::sync::atomic::AtomicBool,
     /// Canonical temp dir (parent of the root); scratch space for tars etc.
     dir: PathBuf,
     root: PathBuf,
@@ -458,7 +96,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// A fresh store for `backend` (`"vfs"` or `"overlay"`), or `None` (after printing why)
+    /// A fresh store for `backend` (`"vfs"` or `"overlay"`), or `None` (after a [`skip`])
     /// when this machine cannot run that backend's tests. The root directory itself is not
     /// created: the first command creates it.
     pub fn new(backend: &str) -> Option<Store> {
@@ -473,16 +111,14 @@ impl Store {
             .tempdir()
             .expect("create temp dir");
         let dir = tmp.path().canonicalize().expect("canonicalize temp dir");
-        if let Some(why) = skip_reason(backend, &dir) {
-            if std::env::var_os("STRATA_TEST_NO_SKIP").is_some() {
-                panic!("cannot run {backend} tests: {why}");
-            }
-            eprintln!("SKIPPED ({backend}): {why}");
+        if let Some((key, why)) = skip_reason(backend, &dir) {
+            skip(key, &format!("{backend}: {why}"));
             return None;
         }
         let root = dir.join("root");
         Some(Store {
             tmp: Some(tmp),
+            deep: std::sync::atomic::AtomicBool::new(false),
             dir,
             root,
             backend,
@@ -499,6 +135,13 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The store will hold trees deeper than a recursive walk should go (std's
+    /// `remove_dir_all` keeps a descriptor and a stack frame per level): teardown removes the
+    /// temp dir with `rm -rf`, which handles any depth.
+    pub fn expect_deep_trees(&self) {
+        self.deep.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Scratch directory (the root's parent), for tar files and the like.
@@ -871,6 +514,17 @@ impl Drop for Store {
         }
         if let Some(tmp) = self.tmp.take() {
             let path = tmp.path().to_path_buf();
+            if self.deep.load(std::sync::atomic::Ordering::Relaxed) {
+                let rm = Command::new("rm")
+                    .args(["-rf", "--one-file-system", "--"])
+                    .arg(&path)
+                    .status();
+                if !matches!(rm, Ok(st) if st.success()) || path.exists() {
+                    eprintln!("warning: rm -rf {} failed: {rm:?}", path.display());
+                }
+                let _ = tmp.keep();
+                return;
+            }
             if let Err(e) = tmp.close() {
                 eprintln!("warning: removing {}: {e}", path.display());
             }
