@@ -366,6 +366,10 @@ impl Applier {
         let meta = entry_meta(h)?;
         let dir = self.resolve(h, parent)?;
         self.wait_for(dir.key, last)?;
+        if self.tree.shadows_followed_link(&dir, last) {
+            // This entry hides a lower layer's symlink that resolved parents went through.
+            self.invalidate();
+        }
         match h.kind {
             Kind::Regular => self.regular(h, &dir, last, &meta, tr)?,
             Kind::Dir => self.directory(h, &dir, &comps, &meta)?,
@@ -454,8 +458,13 @@ impl Applier {
             Err(Errno::NOENT) => return Ok(false),
             Err(e) => return Err(sys(h, "inspecting the existing entry", e)),
         };
-        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-        self.remove(h, dir, name, is_dir)?;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        self.remove(h, dir, name, ft == FileType::Directory)?;
+        if ft == FileType::Symlink {
+            // Directories resolved through the symlink (by path, in the tree's caches) are
+            // no longer where that path leads.
+            self.invalidate();
+        }
         Ok(true)
     }
 

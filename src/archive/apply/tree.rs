@@ -13,7 +13,7 @@
 //!   in lowers are copied up into the diff with their metadata, as the kernel would. Entries
 //!   therefore land where they would land on a mounted overlay — or on vfs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -246,6 +246,10 @@ pub struct Tree {
     /// Directories created implicitly (missing parents, copy-ups) since the last
     /// [`Tree::take_made`].
     made: Vec<Key>,
+    /// Lower-layer symlinks that cached resolutions went through, by the writable directory
+    /// that shows them: an entry of this layer at one of those names hides the symlink
+    /// without removing anything, so the caches must be dropped then.
+    lower_links: HashSet<Key>,
 }
 
 /// A directory the apply created, with what its creation determined.
@@ -266,6 +270,7 @@ impl Tree {
             cache: HashMap::new(),
             fresh: HashMap::new(),
             made: Vec::new(),
+            lower_links: HashSet::new(),
         })
     }
 
@@ -282,6 +287,7 @@ impl Tree {
             cache: HashMap::new(),
             fresh: HashMap::new(),
             made: Vec::new(),
+            lower_links: HashSet::new(),
         })
     }
 
@@ -309,6 +315,13 @@ impl Tree {
     pub fn invalidate(&mut self) {
         self.cache.clear();
         self.fresh.clear();
+        self.lower_links.clear();
+    }
+
+    /// Whether an entry named `name` in `dir` would hide a lower-layer symlink that a cached
+    /// resolution followed (the caller must then [`Tree::invalidate`]).
+    pub fn shadows_followed_link(&self, dir: &Dir, name: &[u8]) -> bool {
+        !self.lower_links.is_empty() && self.lower_links.contains(&(dir.key, name.to_vec()))
     }
 
     /// Forgets what was cached about the directory `key` (also known as `name` in the
@@ -394,7 +407,13 @@ impl Tree {
         let found = if let Some(f) = self.fresh.remove(&key) {
             Some(self.open_fresh(&f, entry)?)
         } else if !self.overlay {
-            naive_dir(&self.root, comps, create, entry, &mut self.made)?
+            naive_dir(
+                &self.root,
+                comps,
+                create,
+                entry,
+                (&mut self.made, &mut self.lower_links),
+            )?
         } else {
             // Resume from the deepest resolved ancestor: only the new components are
             // walked. A symlink leading above that ancestor needs the walk from the root.
@@ -404,14 +423,27 @@ impl Tree {
                     .map(|d| (k, d.clone()))
             });
             let resumed = match &start {
-                Some((k, d)) => overlay_dir(d, &comps[*k..], create, entry, false, &mut self.made)?,
+                Some((k, d)) => overlay_dir(
+                    d,
+                    &comps[*k..],
+                    create,
+                    entry,
+                    false,
+                    (&mut self.made, &mut self.lower_links),
+                )?,
                 None => None,
             };
             match resumed {
                 Some(found) => found,
-                None => {
-                    overlay_dir(&self.root, comps, create, entry, true, &mut self.made)?.flatten()
-                }
+                None => overlay_dir(
+                    &self.root,
+                    comps,
+                    create,
+                    entry,
+                    true,
+                    (&mut self.made, &mut self.lower_links),
+                )?
+                .flatten(),
             }
         };
         if let Some(d) = &found {
@@ -446,7 +478,7 @@ fn naive_dir(
     comps: &[&[u8]],
     create: bool,
     entry: &[u8],
-    made: &mut Vec<Key>,
+    notes: Notes<'_>,
 ) -> Result<Option<Dir>, Error> {
     let wrap = |fd: OwnedFd| -> Result<Dir, Error> {
         Dir::new(Arc::new(fd), root.lowers.clone())
@@ -467,8 +499,11 @@ fn naive_dir(
     }
     // Something is missing, possibly behind a dangling symlink: walk it one component at a
     // time (the merged-view walker with no lowers), creating directories in-root.
-    Ok(overlay_dir(root, comps, true, entry, true, made)?.flatten())
+    Ok(overlay_dir(root, comps, true, entry, true, notes)?.flatten())
 }
+
+/// What a walk notes for the [`Tree`]: directories it created, lower symlinks it followed.
+type Notes<'a> = (&'a mut Vec<Key>, &'a mut HashSet<Key>);
 
 /// One step of the merged-view walk.
 struct Pos {
@@ -485,7 +520,7 @@ fn overlay_dir(
     create: bool,
     entry: &[u8],
     is_root: bool,
-    made: &mut Vec<Key>,
+    (made, lower_links): Notes<'_>,
 ) -> Result<Option<Option<Dir>>, Error> {
     // Whether the directory on top of the stack was created by this walk.
     let mut last_made = false;
@@ -587,6 +622,9 @@ fn overlay_dir(
                 (Lower::Other(dir, st), _)
                     if FileType::from_raw_mode(st.st_mode) == FileType::Symlink =>
                 {
+                    let at = fstat(cur.diff.as_fd())
+                        .map_err(|e| io_err(entry, "inspecting a directory", e))?;
+                    lower_links.insert(((at.st_dev, at.st_ino), c.clone()));
                     follow = Some(
                         readlinkat(dir.as_fd(), name, Vec::new())
                             .map_err(|e| io_err(entry, "reading a symlink", e))?
