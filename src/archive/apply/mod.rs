@@ -28,8 +28,9 @@
 //!    this layer already wrote there are kept — a kept directory loses what this layer did not
 //!    write in it, as with Docker), other `.wh..wh.*` names (AUFS bookkeeping) are
 //!    skipped, and so is everything beneath a top-level `.wh..wh.*` directory (as Docker
-//!    does). `.wh.`, `.wh..` and `.wh...` are rejected, and so is a whiteout that carries
-//!    data or any other entry beneath a `.wh.*` name (a whiteout is never a directory).
+//!    does). `.wh.`, `.wh..` and `.wh...` are rejected, and so is
+//!    any other entry beneath a `.wh.*` name (a whiteout is never a directory). A whiteout
+//!    that carries data takes effect like any other; its payload is skipped unread.
 //!    Whiteouts act through in-root parents like any other entry.
 //! 6. An existing path is replaced by a new entry unless both are directories, in which case
 //!    the new metadata is applied to the existing directory (or the root), which ends with
@@ -350,7 +351,7 @@ impl Applier {
         if parent.iter().any(|c| c.starts_with(b".wh.")) {
             if parent[0].starts_with(b".wh..wh.") {
                 debug!(entry = %String::from_utf8_lossy(&h.name), "skipping AUFS metadata");
-                return Ok(());
+                return self.skip_payload(tr);
             }
             // It would be written as a directory whose name a re-export turns into a
             // whiteout.
@@ -361,6 +362,9 @@ impl Applier {
             ));
         }
         if let Some(target) = last.strip_prefix(b".wh.") {
+            // Some tools give whiteouts data; Docker skips it, and so does strata (it is
+            // never looked at, only kept in the record for exact re-export).
+            self.skip_payload(tr)?;
             return self.whiteout(h, parent, target);
         }
         let meta = entry_meta(h)?;
@@ -383,6 +387,20 @@ impl Applier {
             .insert(last.to_vec());
         self.occupied.insert((dir.key, last.to_vec()));
         Ok(())
+    }
+
+    /// Reads past the current entry's payload without interpreting it; when recording, the
+    /// bytes go to the record as they are read, so a large payload is never held in memory.
+    fn skip_payload<R: Read>(&mut self, tr: &mut TarReader<R>) -> Result<(), Error> {
+        loop {
+            let n = tr.read_payload(&mut self.buf)?;
+            if let Some(r) = &mut self.rec {
+                r.meta(&tr.take_meta())?;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Resolves (creating) the parent directory `parent`.

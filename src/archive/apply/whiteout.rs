@@ -58,9 +58,6 @@ impl Applier {
         parent: &[&[u8]],
         target: &[u8],
     ) -> Result<(), Error> {
-        if h.size != 0 {
-            return Err(fail(h, Rule::Whiteout, "a whiteout must not carry data"));
-        }
         if target == b".wh..opq" {
             return self.opaque(h, parent);
         }
