@@ -55,12 +55,14 @@
 
 mod creds;
 mod dirmeta;
+mod dirtimes;
+pub(crate) mod hashindex;
 mod links;
 pub mod tree;
 mod whiteout;
 mod writers;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -75,6 +77,7 @@ use rustix::io::Errno;
 use tracing::debug;
 
 use self::creds::Creds;
+use self::dirtimes::DirTimes;
 use self::tree::{lower_lookup, Dir, Key, Lower, Tree, OPAQUE_XATTR};
 use self::writers::{Job, Pool};
 use super::fsmeta::{self, Meta};
@@ -207,9 +210,8 @@ fn apply_entries(
     tree.set_root_fresh(empty);
     let mut a = Applier {
         tree,
-        unpacked: HashMap::new(),
-        occupied: HashSet::new(),
-        dir_times: Vec::new(),
+        names: Names::default(),
+        dir_times: DirTimes::default(),
         buf: vec![0u8; 256 * 1024],
         stats: ApplyStats::default(),
         rec,
@@ -265,20 +267,16 @@ fn apply_entries(
 
 struct Applier {
     tree: Tree,
-    /// Names written by this layer, by directory: kept by opaque markers. A removed
-    /// directory's entries are dropped with it, so a directory that reuses its inode starts
-    /// with none.
-    unpacked: HashMap<(u64, u64), HashSet<Vec<u8>>>,
-    /// Directories whose times are set at the end, as cleaned paths.
-    dir_times: Vec<(Vec<u8>, Meta)>,
+    /// Names this apply wrote or occupied, by directory.
+    names: Names,
+    /// Directories whose times are set at the end.
+    dir_times: DirTimes,
     buf: Vec<u8>,
     stats: ApplyStats,
     /// The tar-split recorder, when recording for exact re-export.
     rec: Option<Recorder>,
     /// Who new entries belong to and how the umask shapes their modes.
     creds: Creds,
-    /// Every name this apply created (entries, implicit directories, copy-ups, whiteouts).
-    occupied: HashSet<Key>,
     /// Writer threads for small files, when enabled.
     pool: Option<Pool>,
 }
@@ -381,11 +379,7 @@ impl Applier {
             Kind::Hardlink => self.hardlink(h, &dir, last, &meta)?,
             Kind::Char | Kind::Block | Kind::Fifo => self.node(h, &dir, last, &meta)?,
         }
-        self.unpacked
-            .entry(dir.key)
-            .or_default()
-            .insert(last.to_vec());
-        self.occupied.insert((dir.key, last.to_vec()));
+        self.names.unpack(dir.key, last);
         Ok(())
     }
 
@@ -422,7 +416,7 @@ impl Applier {
             self.barrier()?;
         }
         let dir = self.tree.dir(comps, create, &h.name)?;
-        self.occupied.extend(self.tree.take_made());
+        self.names.occupy_all(self.tree.take_made());
         Ok(dir)
     }
 
@@ -464,7 +458,7 @@ impl Applier {
                 .refresh_root()
                 .map_err(|e| sys(h, "inspecting the layer root", e))?;
         }
-        self.dir_times.push((Vec::new(), meta));
+        self.dir_times.root(meta.atime, meta.mtime);
         Ok(())
     }
 
@@ -511,10 +505,10 @@ impl Applier {
         Ok(())
     }
 
-    /// Drops what [`Applier::unpacked`] knows about the directory `dir/name` and the
+    /// Drops what [`Applier::names`] knows about the directory `dir/name` and the
     /// directories below it, which are about to be removed: their inodes may be reused.
     fn forget_tree(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<(), Error> {
-        if self.unpacked.is_empty() {
+        if !self.names.any_unpacked() {
             return Ok(());
         }
         // Depth first, holding open only the directories whose subdirectories are pending.
@@ -534,7 +528,7 @@ impl Applier {
             };
             let st =
                 rustix::fs::fstat(&*fd).map_err(|e| sys(h, "inspecting a removed directory", e))?;
-            self.unpacked.remove(&(st.st_dev, st.st_ino));
+            self.names.forget_dir((st.st_dev, st.st_ino));
             let listing = openat(
                 &*fd,
                 ".",
@@ -558,9 +552,6 @@ impl Applier {
     /// Forgets resolved directories (after removals, or when opaque markers change merging).
     fn invalidate(&mut self) {
         self.tree.invalidate();
-        if let Some(r) = &mut self.rec {
-            r.forget_dirs();
-        }
     }
 
     fn regular<R: Read>(
@@ -655,7 +646,9 @@ impl Applier {
                     .iter()
                     .any(|(k, _)| k == b"system.posix_acl_default");
                 self.tree.created(comps, dir, name, acl);
-                self.dir_times.push((name::join(comps), meta.clone()));
+                let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| sys(h, "inspecting the new directory", e))?;
+                self.note_times(dir, comps, &st, meta);
                 return Ok(());
             }
             Err(Errno::EXIST) => {}
@@ -699,8 +692,17 @@ impl Applier {
                 .map_err(|e| sys(h, "marking the directory opaque", e))?;
             self.invalidate();
         }
-        self.dir_times.push((name::join(comps), meta.clone()));
+        let st = rustix::fs::fstat(&fd).map_err(|e| sys(h, "inspecting the directory", e))?;
+        self.note_times(dir, comps, &st, meta);
         Ok(())
+    }
+
+    /// Notes the times directory `comps` (in `dir`, stat `st`) gets at the end.
+    fn note_times(&mut self, dir: &Dir, comps: &[&[u8]], st: &rustix::fs::Stat, meta: &Meta) {
+        let root = self.tree.root().key;
+        let key = (st.st_dev, st.st_ino);
+        self.dir_times
+            .note(dir, root, comps, key, meta.atime, meta.mtime);
     }
 
     fn mkdir(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<(), Error> {
@@ -765,7 +767,7 @@ impl Applier {
             || !dir.fresh
             || h.sparse.is_some()
             || h.size > writers::MAX_JOB
-            || self.occupied.contains(&key)
+            || self.names.occupied(dir.key, name)
         {
             return Ok(None);
         }
@@ -900,6 +902,71 @@ impl Applier {
         })?;
         let needs = self.needs(dir, meta, false);
         self.set_at(h, dir, name, meta, false, needs)
+    }
+}
+
+/// The names this apply wrote (entries: kept by opaque markers) or occupied (entries,
+/// implicit directories, copy-ups, whiteouts: never handed to writer threads), by directory.
+///
+/// Each (directory, generation, name) is kept as a 64-bit hash with a per-apply random key,
+/// 12 bytes an entry whatever the name's length; the generation of a directory changes when
+/// it is removed, since its inode number may come back as another directory. A chance
+/// collision (about one in 2^64 per lookup, not steerable without the key) would at worst
+/// keep one name an opaque marker should remove, or write one file in stream order.
+#[derive(Default)]
+struct Names {
+    index: hashindex::HashIndex,
+    generations: HashMap<(u64, u64), u32>,
+    hasher: std::collections::hash_map::RandomState,
+    unpacked: u64,
+}
+
+/// Values in [`Names::index`].
+const OCCUPIED: u32 = 0;
+const UNPACKED: u32 = 1;
+
+impl Names {
+    fn place(&self, dir: (u64, u64), name: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        let generation = self.generations.get(&dir).copied().unwrap_or(0);
+        self.hasher.hash_one((dir, generation, name))
+    }
+
+    /// Notes that this layer's entry `name` is in `dir`.
+    fn unpack(&mut self, dir: (u64, u64), name: &[u8]) {
+        self.unpacked += 1;
+        self.index.insert(self.place(dir, name), UNPACKED);
+    }
+
+    /// Notes that this apply made `name` in `dir` (not as an entry of its own).
+    fn occupy(&mut self, dir: (u64, u64), name: &[u8]) {
+        let k = self.place(dir, name);
+        if self.index.get(k).is_none() {
+            self.index.insert(k, OCCUPIED);
+        }
+    }
+
+    fn occupy_all(&mut self, made: Vec<Key>) {
+        for (dir, name) in made {
+            self.occupy(dir, &name);
+        }
+    }
+
+    fn occupied(&self, dir: (u64, u64), name: &[u8]) -> bool {
+        self.index.get(self.place(dir, name)).is_some()
+    }
+
+    fn unpacked(&self, dir: (u64, u64), name: &[u8]) -> bool {
+        self.index.get(self.place(dir, name)) == Some(UNPACKED)
+    }
+
+    fn any_unpacked(&self) -> bool {
+        self.unpacked > 0
+    }
+
+    /// Forgets every name in directory `dir`, which is being removed.
+    fn forget_dir(&mut self, dir: (u64, u64)) {
+        *self.generations.entry(dir).or_insert(0) += 1;
     }
 }
 

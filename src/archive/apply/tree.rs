@@ -32,6 +32,21 @@ use super::super::{name, Error, Rule};
 /// Most symlinks followed while resolving one path (the kernel's limit).
 const MAX_HOPS: usize = 40;
 
+/// Paths at least this long are resolved by strata's own walk rather than one `openat2`
+/// (the kernel refuses paths of `PATH_MAX` bytes and more).
+const KERNEL_PATH_MAX: usize = 4000;
+
+/// Directories a walk keeps open at most (the deepest ones); an ancestor beyond them that a
+/// `..` returns to is reached again from the start of the walk.
+const OPEN_LEVELS: usize = 64;
+
+/// Cached resolutions at most, and the most bytes of path keys they may hold.
+const CACHE_ENTRIES: usize = 4096;
+const CACHE_BYTES: usize = 4 << 20;
+
+/// Ancestors looked up in the cache to resume a walk from (the nearest first).
+const RESUME_PROBES: usize = 16;
+
 /// The overlay xattr that marks a directory opaque.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
@@ -240,6 +255,8 @@ pub struct Tree {
     root: Dir,
     /// Resolved directories by cleaned path.
     cache: HashMap<Vec<u8>, Dir>,
+    /// Bytes of path keys in `cache` and `fresh` (both are bounded by it).
+    key_bytes: usize,
     /// Directories this layer created, not opened yet: resolving one is then a single open
     /// relative to its parent, with nothing to look up (it cannot be a symlink or opaque).
     fresh: HashMap<Vec<u8>, Fresh>,
@@ -268,6 +285,7 @@ impl Tree {
             overlay: false,
             root,
             cache: HashMap::new(),
+            key_bytes: 0,
             fresh: HashMap::new(),
             made: Vec::new(),
             lower_links: HashSet::new(),
@@ -285,6 +303,7 @@ impl Tree {
             overlay: true,
             root,
             cache: HashMap::new(),
+            key_bytes: 0,
             fresh: HashMap::new(),
             made: Vec::new(),
             lower_links: HashSet::new(),
@@ -316,6 +335,20 @@ impl Tree {
         self.cache.clear();
         self.fresh.clear();
         self.lower_links.clear();
+        self.key_bytes = 0;
+    }
+
+    /// Makes room for a key of `len` bytes in the caches (dropping them when full).
+    fn room(&mut self, len: usize) {
+        if self.cache.len() >= CACHE_ENTRIES
+            || self.fresh.len() >= CACHE_ENTRIES
+            || self.key_bytes + len > CACHE_BYTES
+        {
+            self.cache.clear();
+            self.fresh.clear();
+            self.key_bytes = 0;
+        }
+        self.key_bytes += len;
     }
 
     /// Whether an entry named `name` in `dir` would hide a lower-layer symlink that a cached
@@ -344,11 +377,10 @@ impl Tree {
     /// Notes that the apply just created directory `name` in `parent` (path `comps`), with
     /// `acl` saying whether it carries a default ACL of its own.
     pub fn created(&mut self, comps: &[&[u8]], parent: &Dir, name: &[u8], acl: bool) {
-        if self.fresh.len() > 4096 {
-            self.fresh.clear();
-        }
+        let key = name::join(comps);
+        self.room(key.len());
         self.fresh.insert(
-            name::join(comps),
+            key,
             Fresh {
                 parent: parent.clone(),
                 name: name.to_vec(),
@@ -405,8 +437,9 @@ impl Tree {
             return Ok(Some(d.clone()));
         }
         let found = if let Some(f) = self.fresh.remove(&key) {
+            self.key_bytes = self.key_bytes.saturating_sub(key.len());
             Some(self.open_fresh(&f, entry)?)
-        } else if !self.overlay {
+        } else if !self.overlay && key.len() < KERNEL_PATH_MAX {
             naive_dir(
                 &self.root,
                 comps,
@@ -415,44 +448,59 @@ impl Tree {
                 (&mut self.made, &mut self.lower_links),
             )?
         } else {
-            // Resume from the deepest resolved ancestor: only the new components are
-            // walked. A symlink leading above that ancestor needs the walk from the root.
-            let start = (1..comps.len()).rev().find_map(|k| {
-                self.cache
-                    .get(&name::join(&comps[..k]))
-                    .map(|d| (k, d.clone()))
-            });
-            let resumed = match &start {
-                Some((k, d)) => overlay_dir(
-                    d,
-                    &comps[*k..],
-                    create,
-                    entry,
-                    false,
-                    (&mut self.made, &mut self.lower_links),
-                )?,
-                None => None,
-            };
-            match resumed {
-                Some(found) => found,
-                None => overlay_dir(
-                    &self.root,
-                    comps,
-                    create,
-                    entry,
-                    true,
-                    (&mut self.made, &mut self.lower_links),
-                )?
-                .flatten(),
-            }
+            self.walk(comps, &key, create, entry)?
         };
         if let Some(d) = &found {
-            if self.cache.len() > 4096 {
-                self.cache.clear();
-            }
+            self.room(key.len());
             self.cache.insert(key, d.clone());
         }
         Ok(found)
+    }
+
+    /// Resolves `comps` (joined: `key`) with strata's own walk, resuming from the deepest
+    /// cached ancestor among the nearest few: only the new components are walked. A symlink
+    /// leading above that ancestor needs the walk from the root.
+    fn walk(
+        &mut self,
+        comps: &[&[u8]],
+        key: &[u8],
+        create: bool,
+        entry: &[u8],
+    ) -> Result<Option<Dir>, Error> {
+        // Where the path of the first k components ends in `key`.
+        let mut ends = Vec::with_capacity(comps.len());
+        let mut end = 0;
+        for (i, c) in comps.iter().enumerate() {
+            end += c.len() + usize::from(i > 0);
+            ends.push(end);
+        }
+        let lowest = comps.len().saturating_sub(RESUME_PROBES).max(1);
+        let start = (lowest..comps.len())
+            .rev()
+            .find_map(|k| self.cache.get(&key[..ends[k - 1]]).map(|d| (k, d.clone())));
+        let resumed = match &start {
+            Some((k, d)) => overlay_dir(
+                d,
+                &comps[*k..],
+                create,
+                entry,
+                false,
+                (&mut self.made, &mut self.lower_links),
+            )?,
+            None => None,
+        };
+        Ok(match resumed {
+            Some(found) => found,
+            None => overlay_dir(
+                &self.root,
+                comps,
+                create,
+                entry,
+                true,
+                (&mut self.made, &mut self.lower_links),
+            )?
+            .flatten(),
+        })
     }
 }
 
@@ -511,6 +559,38 @@ struct Pos {
     lowers: Vec<Rc<OwnedFd>>,
 }
 
+/// A directory on a walk's way: its name in the one before, and its [`Pos`] while it is
+/// among the [`OPEN_LEVELS`] deepest (the first one, where the walk started, stays open).
+struct Level {
+    name: Vec<u8>,
+    pos: Option<Pos>,
+}
+
+/// Goes one level up; when the level reached was closed, the walk starts over from its
+/// first level along the names on the way (queued in front of what remains to walk).
+fn level_up(stack: &mut Vec<Level>, queue: &mut std::collections::VecDeque<Vec<u8>>) {
+    stack.pop();
+    if stack.last().is_some_and(|l| l.pos.is_none()) {
+        for l in stack.drain(1..).rev() {
+            queue.push_front(l.name);
+        }
+    }
+}
+
+/// Enters `pos` (named `name`), closing the level that falls out of the open window.
+fn level_down(stack: &mut Vec<Level>, name: Vec<u8>, pos: Pos) {
+    stack.push(Level {
+        name,
+        pos: Some(pos),
+    });
+    if stack.len() > OPEN_LEVELS + 1 {
+        let i = stack.len() - OPEN_LEVELS - 1;
+        if i > 0 {
+            stack[i].pos = None;
+        }
+    }
+}
+
 /// Walks `comps` from `root` in the merged view. With `is_root` false, `root` is a resolved
 /// ancestor rather than the layer root, and `Ok(None)` means a symlink led above it or to an
 /// absolute path: the caller must walk from the real root. Otherwise `Ok(Some(found))`.
@@ -524,9 +604,12 @@ fn overlay_dir(
 ) -> Result<Option<Option<Dir>>, Error> {
     // Whether the directory on top of the stack was created by this walk.
     let mut last_made = false;
-    let mut stack = vec![Pos {
-        diff: root.fd.clone(),
-        lowers: root.lowers.to_vec(),
+    let mut stack = vec![Level {
+        name: Vec::new(),
+        pos: Some(Pos {
+            diff: root.fd.clone(),
+            lowers: root.lowers.to_vec(),
+        }),
     }];
     let mut queue: std::collections::VecDeque<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
     let mut hops = 0;
@@ -537,7 +620,7 @@ fn overlay_dir(
             b".." => {
                 last_made = false;
                 if stack.len() > 1 {
-                    stack.pop();
+                    level_up(&mut stack, &mut queue);
                 } else if !is_root {
                     return Ok(None);
                 }
@@ -548,6 +631,7 @@ fn overlay_dir(
         let name = OsStr::from_bytes(&c);
         let cur = stack
             .last()
+            .and_then(|l| l.pos.as_ref())
             .ok_or_else(|| Error::entry(entry, Rule::Io, "empty resolution stack"))?;
         let here = match statat(cur.diff.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Some(st),
@@ -653,7 +737,7 @@ fn overlay_dir(
         };
         if let Some(p) = next {
             last_made = made.len() > made_before_step;
-            stack.push(p);
+            level_down(&mut stack, c, p);
             continue;
         }
         if let Some(target) = follow {
@@ -686,6 +770,7 @@ fn overlay_dir(
     }
     let top = stack
         .pop()
+        .and_then(|l| l.pos)
         .ok_or_else(|| Error::entry(entry, Rule::Io, "empty resolution stack"))?;
     let fresh = last_made;
     Dir::new(top.diff, Rc::new(top.lowers))
