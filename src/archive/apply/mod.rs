@@ -56,30 +56,30 @@
 mod creds;
 mod dirmeta;
 mod dirtimes;
+mod entries;
 pub(crate) mod hashindex;
 mod links;
+mod names;
+mod remove;
 pub mod tree;
 mod whiteout;
 mod writers;
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use rustix::fs::{
-    fsetxattr, mknodat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode, OFlags,
-    XattrFlags,
-};
+use rustix::fs::{fsetxattr, openat, statat, AtFlags, FileType, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 use tracing::debug;
 
 use self::creds::Creds;
 use self::dirtimes::DirTimes;
-use self::tree::{lower_lookup, Dir, Key, Lower, Tree, OPAQUE_XATTR};
-use self::writers::{Job, Pool};
+use self::names::Names;
+use self::tree::{lower_lookup, Dir, Lower, Tree, OPAQUE_XATTR};
+use self::writers::Pool;
 use super::fsmeta::{self, Meta};
 use super::name;
 use super::tarsplit::Recorder;
@@ -462,160 +462,9 @@ impl Applier {
         Ok(())
     }
 
-    /// Removes whatever `dir/name` is in the writable tree, if anything; true if it existed.
-    fn remove_existing(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<bool, Error> {
-        self.wait_for(dir.key, name)?;
-        let st = match statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::NOENT) => return Ok(false),
-            Err(e) => return Err(sys(h, "inspecting the existing entry", e)),
-        };
-        let ft = FileType::from_raw_mode(st.st_mode);
-        self.remove(h, dir, name, ft == FileType::Directory)?;
-        if ft == FileType::Symlink {
-            // Directories resolved through the symlink (by path, in the tree's caches) are
-            // no longer where that path leads.
-            self.invalidate();
-        }
-        Ok(true)
-    }
-
-    /// Removes `dir/name`, first moving payloads this layer recorded there out of the way.
-    fn remove(&mut self, h: &Header, dir: &Dir, name: &[u8], is_dir: bool) -> Result<(), Error> {
-        // A removed directory may hold files still being written; a file may be one.
-        if is_dir {
-            self.barrier()?;
-        } else {
-            self.wait_for(dir.key, name)?;
-        }
-        if let Some(r) = &mut self.rec {
-            if r.preserve(dir.fd.as_fd(), dir.key, name, is_dir)? {
-                return Ok(());
-            }
-        }
-        if is_dir {
-            self.forget_tree(h, dir, name)?;
-            fsutil::remove_tree_at(dir.fd.as_fd(), os(name))
-                .map_err(|e| sys(h, "removing the existing directory", e))?;
-            self.invalidate();
-        } else {
-            unlinkat(dir.fd.as_fd(), os(name), AtFlags::empty())
-                .map_err(|e| sys(h, "removing the existing entry", e))?;
-        }
-        Ok(())
-    }
-
-    /// Drops what [`Applier::names`] knows about the directory `dir/name` and the
-    /// directories below it, which are about to be removed: their inodes may be reused.
-    fn forget_tree(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<(), Error> {
-        if !self.names.any_unpacked() {
-            return Ok(());
-        }
-        // Depth first, holding open only the directories whose subdirectories are pending.
-        let mut todo: Vec<(std::rc::Rc<OwnedFd>, Vec<u8>)> = vec![(
-            std::rc::Rc::new(
-                dir.fd
-                    .try_clone()
-                    .map_err(|e| sys(h, "duplicating a directory fd", e))?,
-            ),
-            name.to_vec(),
-        )];
-        while let Some((parent, n)) = todo.pop() {
-            let fd = match fsutil::open_dir_at(parent.as_fd(), os(&n)) {
-                Ok(fd) => std::rc::Rc::new(fd),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(sys(h, "opening a removed directory", e)),
-            };
-            let st =
-                rustix::fs::fstat(&*fd).map_err(|e| sys(h, "inspecting a removed directory", e))?;
-            self.names.forget_dir((st.st_dev, st.st_ino));
-            let listing = openat(
-                &*fd,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| sys(h, "listing a removed directory", e))?;
-            for entry in rustix::fs::Dir::read_from(&listing)
-                .map_err(|e| sys(h, "listing a removed directory", e))?
-            {
-                let entry = entry.map_err(|e| sys(h, "listing a removed directory", e))?;
-                let c = entry.file_name().to_bytes();
-                if c != b"." && c != b".." && entry.file_type() == FileType::Directory {
-                    todo.push((fd.clone(), c.to_vec()));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Forgets resolved directories (after removals, or when opaque markers change merging).
     fn invalidate(&mut self) {
         self.tree.invalidate();
-    }
-
-    fn regular<R: Read>(
-        &mut self,
-        h: &Header,
-        dir: &Dir,
-        name: &[u8],
-        meta: &Meta,
-        tr: &mut TarReader<R>,
-    ) -> Result<(), Error> {
-        if let Some(done) = self.dispatch(h, dir, name, meta, tr)? {
-            return Ok(done);
-        }
-        let fd = self.create(h, dir, name, |d| {
-            openat(
-                d.fd.as_fd(),
-                os(name),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(meta.mode & 0o777),
-            )
-        })?;
-        tr.claim_payload();
-        let mut file = std::fs::File::from(fd);
-        match &h.sparse {
-            None => loop {
-                let n = tr.read_payload(&mut self.buf)?;
-                if n == 0 {
-                    break;
-                }
-                file.write_all(&self.buf[..n])
-                    .map_err(|e| sys(h, "writing the file", e))?;
-            },
-            Some(sp) => {
-                use std::os::unix::fs::FileExt;
-                for &(off, len) in &sp.segments {
-                    let mut done = 0u64;
-                    while done < len {
-                        let want = (len - done).min(self.buf.len() as u64) as usize;
-                        let n = tr.read_payload(&mut self.buf[..want])?;
-                        file.write_all_at(&self.buf[..n], off + done)
-                            .map_err(|e| sys(h, "writing the sparse file", e))?;
-                        done += n as u64;
-                    }
-                }
-                tr.read_payload(&mut self.buf)?; // consumes the padding
-                file.set_len(sp.real_size)
-                    .map_err(|e| sys(h, "sizing the sparse file", e))?;
-            }
-        }
-        fsmeta::apply_fd(file.as_fd(), meta, self.needs(dir, meta, false))
-            .map_err(|e| sys(h, "setting metadata", e))?;
-        fsmeta::set_times_fd(file.as_fd(), meta.atime, meta.mtime)
-            .map_err(|e| sys(h, "setting times", e))?;
-        if let Some(r) = &mut self.rec {
-            r.file(
-                &h.name,
-                h.size,
-                h.sparse.as_ref().map(|s| s.segments.as_slice()),
-                dir.fd.as_fd(),
-                dir.key,
-                name,
-            )?;
-        }
-        Ok(())
     }
 
     fn directory(
@@ -717,256 +566,6 @@ impl Applier {
         Ok(lower_lookup(&dir.lowers, os(name))
             .map_err(|e| sys(h, "looking up lower layers", e))?
             .0)
-    }
-
-    fn symlink(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
-        if h.link.is_empty() {
-            return Err(fail(h, Rule::BadName, "empty symlink target"));
-        }
-        if h.link.contains(&0) {
-            return Err(fail(h, Rule::BadName, "symlink target contains a NUL byte"));
-        }
-        self.create(h, dir, name, |d| {
-            symlinkat(os(&h.link), d.fd.as_fd(), os(name))
-        })?;
-        let needs = self.needs(dir, meta, false);
-        self.set_at(h, dir, name, meta, true, needs)
-    }
-
-    /// Runs `make` to create `dir/name`; if something is already there, removes it (with the
-    /// layer's own rules: merges, preserved payloads) and tries once more. Checking first
-    /// would cost a `stat` for every entry; collisions are rare.
-    fn create<T>(
-        &mut self,
-        h: &Header,
-        dir: &Dir,
-        name: &[u8],
-        make: impl Fn(&Dir) -> rustix::io::Result<T>,
-    ) -> Result<T, Error> {
-        match make(dir) {
-            Err(Errno::EXIST) => {
-                self.remove_existing(h, dir, name)?;
-                make(dir).map_err(|e| sys(h, "creating the entry", e))
-            }
-            r => r.map_err(|e| sys(h, "creating the entry", e)),
-        }
-    }
-
-    /// Hands a small file to the writer threads when its outcome cannot depend on order (see
-    /// [`writers`]); `Ok(None)` when the caller must write it itself.
-    fn dispatch<R: Read>(
-        &mut self,
-        h: &Header,
-        dir: &Dir,
-        name: &[u8],
-        meta: &Meta,
-        tr: &mut TarReader<R>,
-    ) -> Result<Option<()>, Error> {
-        let key = (dir.key, name.to_vec());
-        if self.pool.is_none()
-            || !dir.fresh
-            || h.sparse.is_some()
-            || h.size > writers::MAX_JOB
-            || self.names.occupied(dir.key, name)
-        {
-            return Ok(None);
-        }
-        let needs = self.needs(dir, meta, false);
-        let Some(pool) = self.pool.as_mut() else {
-            return Ok(None);
-        };
-        let mut data = pool.buffer();
-        tr.claim_payload();
-        data.resize(h.size as usize, 0);
-        let mut got = 0;
-        while got < data.len() {
-            let n = tr.read_payload(&mut data[got..])?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        tr.read_payload(&mut self.buf)?; // consumes the padding
-        if let Some(r) = &mut self.rec {
-            r.file(&h.name, h.size, None, dir.fd.as_fd(), dir.key, name)?;
-        }
-        pool.submit(Job {
-            dir: dir.fd.clone(),
-            key,
-            data,
-            meta: meta.clone(),
-            needs,
-            entry: h.name.clone(),
-        })?;
-        Ok(Some(()))
-    }
-
-    /// Which metadata steps an entry just created in `dir` still needs.
-    fn needs(&self, dir: &Dir, meta: &Meta, is_dir: bool) -> fsmeta::Needs {
-        fsmeta::Needs {
-            chown: !self.creds.owner_ok(dir, meta.uid, meta.gid),
-            chmod: !self.creds.mode_ok(dir, meta.mode, is_dir),
-        }
-    }
-
-    /// Sets metadata on `dir/name` without following it (symlinks: never chmod, no times
-    /// through the link).
-    fn set_at(
-        &self,
-        h: &Header,
-        dir: &Dir,
-        name: &[u8],
-        meta: &Meta,
-        symlink: bool,
-        needs: fsmeta::Needs,
-    ) -> Result<(), Error> {
-        match fsmeta::apply_at(dir.fd.as_fd(), os(name), meta, needs, symlink) {
-            Ok(()) => {}
-            Err(e)
-                if symlink && e.raw_os_error() == Some(libc::EPERM) && !meta.xattrs.is_empty() =>
-            {
-                // user.* xattrs cannot be set on symlinks; Docker drops them too.
-                debug!(entry = %String::from_utf8_lossy(&h.name), "dropping xattrs a symlink cannot carry");
-                let bare = Meta {
-                    xattrs: Vec::new(),
-                    ..meta.clone()
-                };
-                fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, true)
-                    .map_err(|e| sys(h, "setting metadata", e))?;
-            }
-            Err(e) if !symlink && e.raw_os_error() == Some(libc::EPERM) && has_user(meta) => {
-                // The kernel refuses user.* xattrs on fifos and devices; Docker ignores that.
-                let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| sys(h, "inspecting the entry", e))?;
-                if matches!(
-                    FileType::from_raw_mode(st.st_mode),
-                    FileType::RegularFile | FileType::Directory
-                ) {
-                    return Err(sys(h, "setting metadata", e));
-                }
-                debug!(entry = %String::from_utf8_lossy(&h.name), "dropping user xattrs a special file cannot carry");
-                let bare = Meta {
-                    xattrs: meta
-                        .xattrs
-                        .iter()
-                        .filter(|(k, _)| !k.starts_with(b"user."))
-                        .cloned()
-                        .collect(),
-                    ..meta.clone()
-                };
-                fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, false)
-                    .map_err(|e| sys(h, "setting metadata", e))?;
-            }
-            Err(e) => return Err(sys(h, "setting metadata", e)),
-        }
-        fsmeta::set_times_at(dir.fd.as_fd(), os(name), meta.atime, meta.mtime)
-            .map_err(|e| sys(h, "setting times", e))
-    }
-
-    fn node(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
-        let ft = match h.kind {
-            Kind::Char => FileType::CharacterDevice,
-            Kind::Block => FileType::BlockDevice,
-            _ => FileType::Fifo,
-        };
-        let dev = if ft == FileType::Fifo {
-            0
-        } else {
-            if h.dev_major >= 1 << 12 || h.dev_minor >= 1 << 20 {
-                return Err(fail(
-                    h,
-                    Rule::Device,
-                    format!(
-                        "device {}:{} is out of the kernel's range",
-                        h.dev_major, h.dev_minor
-                    ),
-                ));
-            }
-            if ft == FileType::CharacterDevice && h.dev_major == 0 && h.dev_minor == 0 {
-                return Err(fail(
-                    h,
-                    Rule::Device,
-                    "a 0:0 character device is an overlay whiteout, not a layer entry",
-                ));
-            }
-            rustix::fs::makedev(h.dev_major, h.dev_minor)
-        };
-        self.create(h, dir, name, |d| {
-            mknodat(
-                d.fd.as_fd(),
-                os(name),
-                ft,
-                Mode::from_raw_mode(meta.mode & 0o777),
-                dev,
-            )
-        })?;
-        let needs = self.needs(dir, meta, false);
-        self.set_at(h, dir, name, meta, false, needs)
-    }
-}
-
-/// The names this apply wrote (entries: kept by opaque markers) or occupied (entries,
-/// implicit directories, copy-ups, whiteouts: never handed to writer threads), by directory.
-///
-/// Each (directory, generation, name) is kept as a 64-bit hash with a per-apply random key,
-/// 12 bytes an entry whatever the name's length; the generation of a directory changes when
-/// it is removed, since its inode number may come back as another directory. A chance
-/// collision (about one in 2^64 per lookup, not steerable without the key) would at worst
-/// keep one name an opaque marker should remove, or write one file in stream order.
-#[derive(Default)]
-struct Names {
-    index: hashindex::HashIndex,
-    generations: HashMap<(u64, u64), u32>,
-    hasher: std::collections::hash_map::RandomState,
-    unpacked: u64,
-}
-
-/// Values in [`Names::index`].
-const OCCUPIED: u32 = 0;
-const UNPACKED: u32 = 1;
-
-impl Names {
-    fn place(&self, dir: (u64, u64), name: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        let generation = self.generations.get(&dir).copied().unwrap_or(0);
-        self.hasher.hash_one((dir, generation, name))
-    }
-
-    /// Notes that this layer's entry `name` is in `dir`.
-    fn unpack(&mut self, dir: (u64, u64), name: &[u8]) {
-        self.unpacked += 1;
-        self.index.insert(self.place(dir, name), UNPACKED);
-    }
-
-    /// Notes that this apply made `name` in `dir` (not as an entry of its own).
-    fn occupy(&mut self, dir: (u64, u64), name: &[u8]) {
-        let k = self.place(dir, name);
-        if self.index.get(k).is_none() {
-            self.index.insert(k, OCCUPIED);
-        }
-    }
-
-    fn occupy_all(&mut self, made: Vec<Key>) {
-        for (dir, name) in made {
-            self.occupy(dir, &name);
-        }
-    }
-
-    fn occupied(&self, dir: (u64, u64), name: &[u8]) -> bool {
-        self.index.get(self.place(dir, name)).is_some()
-    }
-
-    fn unpacked(&self, dir: (u64, u64), name: &[u8]) -> bool {
-        self.index.get(self.place(dir, name)) == Some(UNPACKED)
-    }
-
-    fn any_unpacked(&self) -> bool {
-        self.unpacked > 0
-    }
-
-    /// Forgets every name in directory `dir`, which is being removed.
-    fn forget_dir(&mut self, dir: (u64, u64)) {
-        *self.generations.entry(dir).or_insert(0) += 1;
     }
 }
 
