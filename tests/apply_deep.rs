@@ -124,10 +124,6 @@ fn implicit_parents_100000_deep(backend: &str) {
         half.push("g".into());
         assert_eq!(read_deep(root, &half).0, b"half");
     });
-    assert!(
-        s.diff("deep", None) == tar,
-        "exact re-export of the deep layer"
-    );
 }
 
 /// Every level a directory entry with its own mtime and a file, as `diff` writes a deep tree.
@@ -169,10 +165,6 @@ fn every_level_an_entry_10000_deep(backend: &str) {
         f.push("f".into());
         assert_eq!(read_deep(root, &f).0, names[999].as_bytes());
     });
-    assert!(
-        s.diff("deep", None) == tar,
-        "exact re-export of the deep layer"
-    );
 }
 
 fn long_names_past_path_max(backend: &str) {

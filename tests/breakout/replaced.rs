@@ -101,11 +101,14 @@ pub(crate) fn many_small_files_after_symlink_replaced_by_directory(backend: &str
     let tar = raw.finish();
     env.apply_ok(&tar, |root| {
         dir(root, "foo/t");
-        let (x, foo) = (names(root, "x/t"), names(root, "foo/t"));
+        let (x, replaced) = (names(root, "x/t"), names(root, "foo/t"));
         assert_eq!(x.len(), 200, "x/t: {x:?}");
         assert!(x.iter().all(|n| n.starts_with('a')), "x/t: {x:?}");
-        assert_eq!(foo.len(), 200, "foo/t: {foo:?}");
-        assert!(foo.iter().all(|n| n.starts_with('b')), "foo/t: {foo:?}");
+        assert_eq!(replaced.len(), 200, "foo/t: {replaced:?}");
+        assert!(
+            replaced.iter().all(|n| n.starts_with('b')),
+            "foo/t: {replaced:?}"
+        );
     });
 }
 

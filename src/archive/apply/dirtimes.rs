@@ -120,7 +120,7 @@ impl DirTimes {
             };
             let path = || self.label(i);
             fsmeta::set_times_fd(fd.as_fd(), r.atime, r.mtime).map_err(|e| {
-                Error::entry(&path(), Rule::Io, format!("setting directory times: {e}"))
+                Error::entry(path(), Rule::Io, format!("setting directory times: {e}"))
             })?;
             open.insert(i, fd);
             order.push_back(i);
@@ -188,7 +188,7 @@ impl DirTimes {
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => return Ok(None),
                 Err(e) => {
                     return Err(Error::entry(
-                        &self.label(j),
+                        self.label(j),
                         Rule::Io,
                         format!("opening a directory to set its times: {e}"),
                     ))

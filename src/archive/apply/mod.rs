@@ -62,6 +62,7 @@ mod links;
 mod names;
 mod remove;
 pub mod tree;
+mod walk;
 mod whiteout;
 mod writers;
 
