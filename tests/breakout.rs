@@ -23,6 +23,8 @@ mod lower;
 mod names;
 #[path = "breakout/parser.rs"]
 mod parser;
+#[path = "breakout/replaced.rs"]
+mod replaced;
 #[path = "breakout/selftest.rs"]
 mod selftest;
 #[path = "breakout/special.rs"]

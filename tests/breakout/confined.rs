@@ -44,4 +44,7 @@ confined!(
     names::dotdot_names_at_every_depth_are_refused,
     special::user_xattrs_on_special_files_are_dropped,
     special::whiteout_device_in_a_tar_is_refused,
+    replaced::directory_replaces_symlink_used_as_parent,
+    replaced::directory_replaces_lower_symlink_used_as_parent,
+    replaced::many_small_files_after_symlink_replaced_by_directory,
 );

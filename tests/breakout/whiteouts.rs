@@ -6,7 +6,7 @@ use super::raw::*;
 
 crate::backend_tests!(
     malformed_whiteout_names_are_refused,
-    whiteout_with_a_payload_is_refused,
+    whiteout_with_a_payload_takes_effect_and_reexports_exactly,
     whiteout_under_a_symlink_to_the_victim_stays_in_root,
     opaque_under_a_symlink_to_the_victim_stays_in_root,
     whiteout_through_a_dotdot_symlink_deletes_in_root,
@@ -32,13 +32,49 @@ fn malformed_whiteout_names_are_refused(backend: &str) {
     }
 }
 
-fn whiteout_with_a_payload_is_refused(backend: &str) {
+/// A whiteout that carries data (some tools write them) works as Docker applies it: the
+/// payload is skipped, never read as entries, and the whiteout takes effect; the exact
+/// re-export gives back the input byte for byte.
+pub(crate) fn whiteout_with_a_payload_takes_effect_and_reexports_exactly(backend: &str) {
     let Some(env) = Env::new(backend) else { return };
-    env.lower(Raw::new().file(b"x", b"x").finish());
-    let tar = Raw::new().file(b".wh.x", b"payload").finish();
-    env.apply_err(&tar, Some(".wh.x"), rule::WHITEOUT);
-    let tar = Raw::new().file(b".wh..wh..opq", b"payload").finish();
-    env.apply_err(&tar, Some(".wh..wh..opq"), rule::WHITEOUT);
+    env.lower(
+        Raw::new()
+            .file(b"x", b"x")
+            .file(b"d/old", b"old")
+            .file(b"keep", b"keep")
+            .finish(),
+    );
+    // Payloads that look like tar entries: a reader out of step would create them.
+    let smuggled = Raw::new().file(b"smuggled", b"smuggled").0.clone();
+    let mut big = Vec::new();
+    while big.len() < 3 << 20 {
+        big.extend_from_slice(&Raw::new().file(b"smuggled-big", b"big").0.clone());
+    }
+    let tar = Raw::new()
+        .file(b".wh.x", &smuggled)
+        .file(b"d/.wh..wh..opq", &smuggled)
+        .file(b"d/new", b"new")
+        .file(b".wh..wh.aufs", &smuggled)
+        .file(b"after", b"after")
+        .file(b".wh.after", &big)
+        .file(b"last", b"last")
+        .finish();
+    env.apply_ok(&tar, |root| {
+        absent(root, "x");
+        absent(root, "after");
+        absent(root, "smuggled");
+        absent(root, "smuggled-big");
+        assert_eq!(names(root, "d"), ["new"]);
+        file(root, "keep", b"keep");
+        file(root, "last", b"last");
+    });
+    // The same tar again on a layer nobody has opened: its diff is the exact re-export.
+    env.s.create("exact", Some("lower0"));
+    env.s.apply_diff("exact", None, &tar);
+    assert!(
+        env.s.diff("exact", None) == tar,
+        "the re-export differs from the applied tar"
+    );
 }
 
 fn whiteout_under_a_symlink_to_the_victim_stays_in_root(backend: &str) {

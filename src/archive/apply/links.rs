@@ -42,7 +42,7 @@ impl Applier {
             )
         };
         let tdir = self.resolve_dir(h, tparent, false)?.ok_or_else(missing)?;
-        self.occupied.extend(self.tree.take_made());
+        self.names.occupy_all(self.tree.take_made());
         self.wait_for(tdir.key, tname)?;
         match statat(tdir.fd.as_fd(), os(tname), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
@@ -53,7 +53,7 @@ impl Applier {
             Err(Errno::NOENT) => match self.lower(h, &tdir, tname)? {
                 Lower::Other(ldir, st) => {
                     self.copy_up(h, &ldir, &st, &tdir, tname)?;
-                    self.occupied.insert((tdir.key, tname.to_vec()));
+                    self.names.occupy(tdir.key, tname);
                 }
                 _ => return Err(missing()),
             },

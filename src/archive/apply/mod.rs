@@ -28,8 +28,9 @@
 //!    this layer already wrote there are kept — a kept directory loses what this layer did not
 //!    write in it, as with Docker), other `.wh..wh.*` names (AUFS bookkeeping) are
 //!    skipped, and so is everything beneath a top-level `.wh..wh.*` directory (as Docker
-//!    does). `.wh.`, `.wh..` and `.wh...` are rejected, and so is a whiteout that carries
-//!    data or any other entry beneath a `.wh.*` name (a whiteout is never a directory).
+//!    does). `.wh.`, `.wh..` and `.wh...` are rejected, and so is
+//!    any other entry beneath a `.wh.*` name (a whiteout is never a directory). A whiteout
+//!    that carries data takes effect like any other; its payload is skipped unread.
 //!    Whiteouts act through in-root parents like any other entry.
 //! 6. An existing path is replaced by a new entry unless both are directories, in which case
 //!    the new metadata is applied to the existing directory (or the root), which ends with
@@ -54,28 +55,32 @@
 
 mod creds;
 mod dirmeta;
+mod dirtimes;
+mod entries;
+pub(crate) mod hashindex;
 mod links;
+mod names;
+mod remove;
 pub mod tree;
+mod walk;
 mod whiteout;
 mod writers;
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use rustix::fs::{
-    fsetxattr, mknodat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode, OFlags,
-    XattrFlags,
-};
+use rustix::fs::{fsetxattr, openat, statat, AtFlags, FileType, Mode, OFlags, XattrFlags};
 use rustix::io::Errno;
 use tracing::debug;
 
 use self::creds::Creds;
-use self::tree::{lower_lookup, Dir, Key, Lower, Tree, OPAQUE_XATTR};
-use self::writers::{Job, Pool};
+use self::dirtimes::DirTimes;
+use self::names::Names;
+use self::tree::{lower_lookup, Dir, Lower, Tree, OPAQUE_XATTR};
+use self::writers::Pool;
 use super::fsmeta::{self, Meta};
 use super::name;
 use super::tarsplit::Recorder;
@@ -206,9 +211,8 @@ fn apply_entries(
     tree.set_root_fresh(empty);
     let mut a = Applier {
         tree,
-        unpacked: HashMap::new(),
-        occupied: HashSet::new(),
-        dir_times: Vec::new(),
+        names: Names::default(),
+        dir_times: DirTimes::default(),
         buf: vec![0u8; 256 * 1024],
         stats: ApplyStats::default(),
         rec,
@@ -264,20 +268,16 @@ fn apply_entries(
 
 struct Applier {
     tree: Tree,
-    /// Names written by this layer, by directory: kept by opaque markers. A removed
-    /// directory's entries are dropped with it, so a directory that reuses its inode starts
-    /// with none.
-    unpacked: HashMap<(u64, u64), HashSet<Vec<u8>>>,
-    /// Directories whose times are set at the end, as cleaned paths.
-    dir_times: Vec<(Vec<u8>, Meta)>,
+    /// Names this apply wrote or occupied, by directory.
+    names: Names,
+    /// Directories whose times are set at the end.
+    dir_times: DirTimes,
     buf: Vec<u8>,
     stats: ApplyStats,
     /// The tar-split recorder, when recording for exact re-export.
     rec: Option<Recorder>,
     /// Who new entries belong to and how the umask shapes their modes.
     creds: Creds,
-    /// Every name this apply created (entries, implicit directories, copy-ups, whiteouts).
-    occupied: HashSet<Key>,
     /// Writer threads for small files, when enabled.
     pool: Option<Pool>,
 }
@@ -350,7 +350,7 @@ impl Applier {
         if parent.iter().any(|c| c.starts_with(b".wh.")) {
             if parent[0].starts_with(b".wh..wh.") {
                 debug!(entry = %String::from_utf8_lossy(&h.name), "skipping AUFS metadata");
-                return Ok(());
+                return self.skip_payload(tr);
             }
             // It would be written as a directory whose name a re-export turns into a
             // whiteout.
@@ -361,11 +361,18 @@ impl Applier {
             ));
         }
         if let Some(target) = last.strip_prefix(b".wh.") {
+            // Some tools give whiteouts data; Docker skips it, and so does strata (it is
+            // never looked at, only kept in the record for exact re-export).
+            self.skip_payload(tr)?;
             return self.whiteout(h, parent, target);
         }
         let meta = entry_meta(h)?;
         let dir = self.resolve(h, parent)?;
         self.wait_for(dir.key, last)?;
+        if self.tree.shadows_followed_link(&dir, last) {
+            // This entry hides a lower layer's symlink that resolved parents went through.
+            self.invalidate();
+        }
         match h.kind {
             Kind::Regular => self.regular(h, &dir, last, &meta, tr)?,
             Kind::Dir => self.directory(h, &dir, &comps, &meta)?,
@@ -373,12 +380,22 @@ impl Applier {
             Kind::Hardlink => self.hardlink(h, &dir, last, &meta)?,
             Kind::Char | Kind::Block | Kind::Fifo => self.node(h, &dir, last, &meta)?,
         }
-        self.unpacked
-            .entry(dir.key)
-            .or_default()
-            .insert(last.to_vec());
-        self.occupied.insert((dir.key, last.to_vec()));
+        self.names.unpack(dir.key, last);
         Ok(())
+    }
+
+    /// Reads past the current entry's payload without interpreting it; when recording, the
+    /// bytes go to the record as they are read, so a large payload is never held in memory.
+    fn skip_payload<R: Read>(&mut self, tr: &mut TarReader<R>) -> Result<(), Error> {
+        loop {
+            let n = tr.read_payload(&mut self.buf)?;
+            if let Some(r) = &mut self.rec {
+                r.meta(&tr.take_meta())?;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Resolves (creating) the parent directory `parent`.
@@ -400,7 +417,7 @@ impl Applier {
             self.barrier()?;
         }
         let dir = self.tree.dir(comps, create, &h.name)?;
-        self.occupied.extend(self.tree.take_made());
+        self.names.occupy_all(self.tree.take_made());
         Ok(dir)
     }
 
@@ -442,162 +459,13 @@ impl Applier {
                 .refresh_root()
                 .map_err(|e| sys(h, "inspecting the layer root", e))?;
         }
-        self.dir_times.push((Vec::new(), meta));
-        Ok(())
-    }
-
-    /// Removes whatever `dir/name` is in the writable tree, if anything; true if it existed.
-    fn remove_existing(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<bool, Error> {
-        self.wait_for(dir.key, name)?;
-        let st = match statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::NOENT) => return Ok(false),
-            Err(e) => return Err(sys(h, "inspecting the existing entry", e)),
-        };
-        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-        self.remove(h, dir, name, is_dir)?;
-        Ok(true)
-    }
-
-    /// Removes `dir/name`, first moving payloads this layer recorded there out of the way.
-    fn remove(&mut self, h: &Header, dir: &Dir, name: &[u8], is_dir: bool) -> Result<(), Error> {
-        // A removed directory may hold files still being written; a file may be one.
-        if is_dir {
-            self.barrier()?;
-        } else {
-            self.wait_for(dir.key, name)?;
-        }
-        if let Some(r) = &mut self.rec {
-            if r.preserve(dir.fd.as_fd(), dir.key, name, is_dir)? {
-                return Ok(());
-            }
-        }
-        if is_dir {
-            self.forget_tree(h, dir, name)?;
-            fsutil::remove_tree_at(dir.fd.as_fd(), os(name))
-                .map_err(|e| sys(h, "removing the existing directory", e))?;
-            self.invalidate();
-        } else {
-            unlinkat(dir.fd.as_fd(), os(name), AtFlags::empty())
-                .map_err(|e| sys(h, "removing the existing entry", e))?;
-        }
-        Ok(())
-    }
-
-    /// Drops what [`Applier::unpacked`] knows about the directory `dir/name` and the
-    /// directories below it, which are about to be removed: their inodes may be reused.
-    fn forget_tree(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<(), Error> {
-        if self.unpacked.is_empty() {
-            return Ok(());
-        }
-        // Depth first, holding open only the directories whose subdirectories are pending.
-        let mut todo: Vec<(std::rc::Rc<OwnedFd>, Vec<u8>)> = vec![(
-            std::rc::Rc::new(
-                dir.fd
-                    .try_clone()
-                    .map_err(|e| sys(h, "duplicating a directory fd", e))?,
-            ),
-            name.to_vec(),
-        )];
-        while let Some((parent, n)) = todo.pop() {
-            let fd = match fsutil::open_dir_at(parent.as_fd(), os(&n)) {
-                Ok(fd) => std::rc::Rc::new(fd),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                Err(e) => return Err(sys(h, "opening a removed directory", e)),
-            };
-            let st =
-                rustix::fs::fstat(&*fd).map_err(|e| sys(h, "inspecting a removed directory", e))?;
-            self.unpacked.remove(&(st.st_dev, st.st_ino));
-            let listing = openat(
-                &*fd,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| sys(h, "listing a removed directory", e))?;
-            for entry in rustix::fs::Dir::read_from(&listing)
-                .map_err(|e| sys(h, "listing a removed directory", e))?
-            {
-                let entry = entry.map_err(|e| sys(h, "listing a removed directory", e))?;
-                let c = entry.file_name().to_bytes();
-                if c != b"." && c != b".." && entry.file_type() == FileType::Directory {
-                    todo.push((fd.clone(), c.to_vec()));
-                }
-            }
-        }
+        self.dir_times.root(meta.atime, meta.mtime);
         Ok(())
     }
 
     /// Forgets resolved directories (after removals, or when opaque markers change merging).
     fn invalidate(&mut self) {
         self.tree.invalidate();
-        if let Some(r) = &mut self.rec {
-            r.forget_dirs();
-        }
-    }
-
-    fn regular<R: Read>(
-        &mut self,
-        h: &Header,
-        dir: &Dir,
-        name: &[u8],
-        meta: &Meta,
-        tr: &mut TarReader<R>,
-    ) -> Result<(), Error> {
-        if let Some(done) = self.dispatch(h, dir, name, meta, tr)? {
-            return Ok(done);
-        }
-        let fd = self.create(h, dir, name, |d| {
-            openat(
-                d.fd.as_fd(),
-                os(name),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(meta.mode & 0o777),
-            )
-        })?;
-        tr.claim_payload();
-        let mut file = std::fs::File::from(fd);
-        match &h.sparse {
-            None => loop {
-                let n = tr.read_payload(&mut self.buf)?;
-                if n == 0 {
-                    break;
-                }
-                file.write_all(&self.buf[..n])
-                    .map_err(|e| sys(h, "writing the file", e))?;
-            },
-            Some(sp) => {
-                use std::os::unix::fs::FileExt;
-                for &(off, len) in &sp.segments {
-                    let mut done = 0u64;
-                    while done < len {
-                        let want = (len - done).min(self.buf.len() as u64) as usize;
-                        let n = tr.read_payload(&mut self.buf[..want])?;
-                        file.write_all_at(&self.buf[..n], off + done)
-                            .map_err(|e| sys(h, "writing the sparse file", e))?;
-                        done += n as u64;
-                    }
-                }
-                tr.read_payload(&mut self.buf)?; // consumes the padding
-                file.set_len(sp.real_size)
-                    .map_err(|e| sys(h, "sizing the sparse file", e))?;
-            }
-        }
-        fsmeta::apply_fd(file.as_fd(), meta, self.needs(dir, meta, false))
-            .map_err(|e| sys(h, "setting metadata", e))?;
-        fsmeta::set_times_fd(file.as_fd(), meta.atime, meta.mtime)
-            .map_err(|e| sys(h, "setting times", e))?;
-        if let Some(r) = &mut self.rec {
-            r.file(
-                &h.name,
-                h.size,
-                h.sparse.as_ref().map(|s| s.segments.as_slice()),
-                dir.fd.as_fd(),
-                dir.key,
-                name,
-            )?;
-        }
-        Ok(())
     }
 
     fn directory(
@@ -628,7 +496,9 @@ impl Applier {
                     .iter()
                     .any(|(k, _)| k == b"system.posix_acl_default");
                 self.tree.created(comps, dir, name, acl);
-                self.dir_times.push((name::join(comps), meta.clone()));
+                let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| sys(h, "inspecting the new directory", e))?;
+                self.note_times(dir, comps, &st, meta);
                 return Ok(());
             }
             Err(Errno::EXIST) => {}
@@ -672,8 +542,17 @@ impl Applier {
                 .map_err(|e| sys(h, "marking the directory opaque", e))?;
             self.invalidate();
         }
-        self.dir_times.push((name::join(comps), meta.clone()));
+        let st = rustix::fs::fstat(&fd).map_err(|e| sys(h, "inspecting the directory", e))?;
+        self.note_times(dir, comps, &st, meta);
         Ok(())
+    }
+
+    /// Notes the times directory `comps` (in `dir`, stat `st`) gets at the end.
+    fn note_times(&mut self, dir: &Dir, comps: &[&[u8]], st: &rustix::fs::Stat, meta: &Meta) {
+        let root = self.tree.root().key;
+        let key = (st.st_dev, st.st_ino);
+        self.dir_times
+            .note(dir, root, comps, key, meta.atime, meta.mtime);
     }
 
     fn mkdir(&mut self, h: &Header, dir: &Dir, name: &[u8]) -> Result<(), Error> {
@@ -688,191 +567,6 @@ impl Applier {
         Ok(lower_lookup(&dir.lowers, os(name))
             .map_err(|e| sys(h, "looking up lower layers", e))?
             .0)
-    }
-
-    fn symlink(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
-        if h.link.is_empty() {
-            return Err(fail(h, Rule::BadName, "empty symlink target"));
-        }
-        if h.link.contains(&0) {
-            return Err(fail(h, Rule::BadName, "symlink target contains a NUL byte"));
-        }
-        self.create(h, dir, name, |d| {
-            symlinkat(os(&h.link), d.fd.as_fd(), os(name))
-        })?;
-        let needs = self.needs(dir, meta, false);
-        self.set_at(h, dir, name, meta, true, needs)
-    }
-
-    /// Runs `make` to create `dir/name`; if something is already there, removes it (with the
-    /// layer's own rules: merges, preserved payloads) and tries once more. Checking first
-    /// would cost a `stat` for every entry; collisions are rare.
-    fn create<T>(
-        &mut self,
-        h: &Header,
-        dir: &Dir,
-        name: &[u8],
-        make: impl Fn(&Dir) -> rustix::io::Result<T>,
-    ) -> Result<T, Error> {
-        match make(dir) {
-            Err(Errno::EXIST) => {
-                self.remove_existing(h, dir, name)?;
-                make(dir).map_err(|e| sys(h, "creating the entry", e))
-            }
-            r => r.map_err(|e| sys(h, "creating the entry", e)),
-        }
-    }
-
-    /// Hands a small file to the writer threads when its outcome cannot depend on order (see
-    /// [`writers`]); `Ok(None)` when the caller must write it itself.
-    fn dispatch<R: Read>(
-        &mut self,
-        h: &Header,
-        dir: &Dir,
-        name: &[u8],
-        meta: &Meta,
-        tr: &mut TarReader<R>,
-    ) -> Result<Option<()>, Error> {
-        let key = (dir.key, name.to_vec());
-        if self.pool.is_none()
-            || !dir.fresh
-            || h.sparse.is_some()
-            || h.size > writers::MAX_JOB
-            || self.occupied.contains(&key)
-        {
-            return Ok(None);
-        }
-        let needs = self.needs(dir, meta, false);
-        let Some(pool) = self.pool.as_mut() else {
-            return Ok(None);
-        };
-        let mut data = pool.buffer();
-        tr.claim_payload();
-        data.resize(h.size as usize, 0);
-        let mut got = 0;
-        while got < data.len() {
-            let n = tr.read_payload(&mut data[got..])?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        tr.read_payload(&mut self.buf)?; // consumes the padding
-        if let Some(r) = &mut self.rec {
-            r.file(&h.name, h.size, None, dir.fd.as_fd(), dir.key, name)?;
-        }
-        pool.submit(Job {
-            dir: dir.fd.clone(),
-            key,
-            data,
-            meta: meta.clone(),
-            needs,
-            entry: h.name.clone(),
-        })?;
-        Ok(Some(()))
-    }
-
-    /// Which metadata steps an entry just created in `dir` still needs.
-    fn needs(&self, dir: &Dir, meta: &Meta, is_dir: bool) -> fsmeta::Needs {
-        fsmeta::Needs {
-            chown: !self.creds.owner_ok(dir, meta.uid, meta.gid),
-            chmod: !self.creds.mode_ok(dir, meta.mode, is_dir),
-        }
-    }
-
-    /// Sets metadata on `dir/name` without following it (symlinks: never chmod, no times
-    /// through the link).
-    fn set_at(
-        &self,
-        h: &Header,
-        dir: &Dir,
-        name: &[u8],
-        meta: &Meta,
-        symlink: bool,
-        needs: fsmeta::Needs,
-    ) -> Result<(), Error> {
-        match fsmeta::apply_at(dir.fd.as_fd(), os(name), meta, needs, symlink) {
-            Ok(()) => {}
-            Err(e)
-                if symlink && e.raw_os_error() == Some(libc::EPERM) && !meta.xattrs.is_empty() =>
-            {
-                // user.* xattrs cannot be set on symlinks; Docker drops them too.
-                debug!(entry = %String::from_utf8_lossy(&h.name), "dropping xattrs a symlink cannot carry");
-                let bare = Meta {
-                    xattrs: Vec::new(),
-                    ..meta.clone()
-                };
-                fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, true)
-                    .map_err(|e| sys(h, "setting metadata", e))?;
-            }
-            Err(e) if !symlink && e.raw_os_error() == Some(libc::EPERM) && has_user(meta) => {
-                // The kernel refuses user.* xattrs on fifos and devices; Docker ignores that.
-                let st = statat(dir.fd.as_fd(), os(name), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| sys(h, "inspecting the entry", e))?;
-                if matches!(
-                    FileType::from_raw_mode(st.st_mode),
-                    FileType::RegularFile | FileType::Directory
-                ) {
-                    return Err(sys(h, "setting metadata", e));
-                }
-                debug!(entry = %String::from_utf8_lossy(&h.name), "dropping user xattrs a special file cannot carry");
-                let bare = Meta {
-                    xattrs: meta
-                        .xattrs
-                        .iter()
-                        .filter(|(k, _)| !k.starts_with(b"user."))
-                        .cloned()
-                        .collect(),
-                    ..meta.clone()
-                };
-                fsmeta::apply_at(dir.fd.as_fd(), os(name), &bare, needs, false)
-                    .map_err(|e| sys(h, "setting metadata", e))?;
-            }
-            Err(e) => return Err(sys(h, "setting metadata", e)),
-        }
-        fsmeta::set_times_at(dir.fd.as_fd(), os(name), meta.atime, meta.mtime)
-            .map_err(|e| sys(h, "setting times", e))
-    }
-
-    fn node(&mut self, h: &Header, dir: &Dir, name: &[u8], meta: &Meta) -> Result<(), Error> {
-        let ft = match h.kind {
-            Kind::Char => FileType::CharacterDevice,
-            Kind::Block => FileType::BlockDevice,
-            _ => FileType::Fifo,
-        };
-        let dev = if ft == FileType::Fifo {
-            0
-        } else {
-            if h.dev_major >= 1 << 12 || h.dev_minor >= 1 << 20 {
-                return Err(fail(
-                    h,
-                    Rule::Device,
-                    format!(
-                        "device {}:{} is out of the kernel's range",
-                        h.dev_major, h.dev_minor
-                    ),
-                ));
-            }
-            if ft == FileType::CharacterDevice && h.dev_major == 0 && h.dev_minor == 0 {
-                return Err(fail(
-                    h,
-                    Rule::Device,
-                    "a 0:0 character device is an overlay whiteout, not a layer entry",
-                ));
-            }
-            rustix::fs::makedev(h.dev_major, h.dev_minor)
-        };
-        self.create(h, dir, name, |d| {
-            mknodat(
-                d.fd.as_fd(),
-                os(name),
-                ft,
-                Mode::from_raw_mode(meta.mode & 0o777),
-                dev,
-            )
-        })?;
-        let needs = self.needs(dir, meta, false);
-        self.set_at(h, dir, name, meta, false, needs)
     }
 }
 

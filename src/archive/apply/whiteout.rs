@@ -1,4 +1,4 @@
-//! Whiteouts, opaque markers and the closing directory-times pass of an apply.
+//! Whiteouts, opaque markers, and the end of an apply.
 //!
 //! An opaque marker removes from its directory everything this layer did not write there,
 //! recursively: a directory this layer wrote is kept, but what it holds that this layer did
@@ -19,7 +19,6 @@ use tracing::debug;
 
 use super::tree::{lower_lookup, Dir, Lower, OPAQUE_XATTR};
 use super::{fail, os, sys, Applier};
-use crate::archive::fsmeta;
 use crate::archive::tarstream::Header;
 use crate::archive::{Error, Rule};
 
@@ -58,9 +57,6 @@ impl Applier {
         parent: &[&[u8]],
         target: &[u8],
     ) -> Result<(), Error> {
-        if h.size != 0 {
-            return Err(fail(h, Rule::Whiteout, "a whiteout must not carry data"));
-        }
         if target == b".wh..opq" {
             return self.opaque(h, parent);
         }
@@ -88,7 +84,7 @@ impl Applier {
                 0,
             )
             .map_err(|e| sys(h, "creating the whiteout device", e))?;
-            self.occupied.insert((dir.key, target.to_vec()));
+            self.names.occupy(dir.key, target);
             self.invalidate();
         }
         Ok(())
@@ -126,10 +122,7 @@ impl Applier {
                 }
             };
             for (n, is_dir) in list(h, dir.fd.as_fd())? {
-                let ours = self
-                    .unpacked
-                    .get(&dir.key)
-                    .is_some_and(|names| names.contains(&n));
+                let ours = self.names.unpacked(dir.key, &n);
                 if !ours {
                     self.remove(h, &dir, &n, is_dir)?;
                 } else if is_dir {
@@ -170,7 +163,7 @@ impl Applier {
                         0,
                     )
                     .map_err(|e| sys(h, "creating a whiteout device", e))?;
-                    self.occupied.insert((root.key, n));
+                    self.names.occupy(root.key, &n);
                 }
                 Err(e) => return Err(sys(h, "inspecting the layer root", e)),
             }
@@ -178,40 +171,9 @@ impl Applier {
         Ok(())
     }
 
-    /// Applies directory times, deepest last so nothing disturbs them afterwards.
+    /// Applies directory times once every file is written.
     pub(super) fn finish(&mut self) -> Result<(), Error> {
         self.barrier()?;
-        let dirs = std::mem::take(&mut self.dir_times);
-        for (path, meta) in dirs.iter().rev() {
-            let comps: Vec<&[u8]> = if path.is_empty() {
-                Vec::new()
-            } else {
-                path.split(|b| *b == b'/').collect()
-            };
-            let Some((&last, parent)) = comps.split_last() else {
-                let root = self.tree.root().fd.clone();
-                fsmeta::set_times_fd(root.as_fd(), meta.atime, meta.mtime)
-                    .map_err(|e| Error::io("setting times of the layer root", e))?;
-                continue;
-            };
-            // A directory a later entry replaced (by a file, say) takes its subdirectories
-            // with it: there is nothing left to set times on.
-            let dir = match self.tree.dir(parent, false, path) {
-                Ok(Some(dir)) => dir,
-                Ok(None) => continue,
-                Err(e) if e.rule() == Some(Rule::NotDirectory) => continue,
-                Err(e) => return Err(e),
-            };
-            match statat(dir.fd.as_fd(), os(last), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                    fsmeta::set_times_at(dir.fd.as_fd(), os(last), meta.atime, meta.mtime)
-                        .map_err(|e| {
-                            Error::entry(path, Rule::Io, format!("setting directory times: {e}"))
-                        })?;
-                }
-                _ => {} // replaced by a later entry
-            }
-        }
-        Ok(())
+        std::mem::take(&mut self.dir_times).apply(&mut self.tree)
     }
 }

@@ -16,19 +16,21 @@
 //! Files inside the layer directory:
 //! * `tarsplit.zst`: records `M <len> <bytes>` (verbatim stream bytes), `F <size> <loc> <name>`
 //!   (a payload of `size` bytes from location `loc`, entry name `name`), `E` (end);
-//! * `tarsplit-index.zst`: the location table, `P <path>` (relative to the content root) or
-//!   `B <n>` (`tarsplit-blobs/<n>`); written last, because locations change during the apply;
+//! * `tarsplit-index.zst`: the location table, written last because locations change during
+//!   the apply: the directories that hold payloads as (parent, name) nodes, then per payload
+//!   `Q <node>` (the file is named by the last component of its entry's name) or `B <n>`
+//!   (`tarsplit-blobs/<n>`). Paths are never spelled out, so
+//!   trees deeper than `PATH_MAX` are recorded and reopened one component at a time. (The
+//!   first version's `P <path>` locations are still read.)
 //! * `tarsplit-blobs/`: payloads the layer itself replaced.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-
-use rustix::fs::{openat2, renameat, Mode, OFlags, ResolveFlags};
+use std::path::Path;
 
 use super::sparse::Segment;
 use super::Error;
@@ -43,10 +45,16 @@ pub const BLOBS: &str = "tarsplit-blobs";
 
 const MAGIC_RECORDS: &[u8] = b"STRATA-TARSPLIT\x01";
 const MAGIC_INDEX: &[u8] = b"STRATA-TSINDEX\x01";
+const MAGIC_INDEX2: &[u8] = b"STRATA-TSINDEX\x02";
+
+mod recorder;
+pub use recorder::Recorder;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Location {
     Path(Vec<u8>),
+    /// In a directory node, under the last component of the entry's name.
+    At(u32),
     Blob(u64),
 }
 
@@ -98,263 +106,37 @@ fn corrupt(what: &str) -> Error {
     )
 }
 
-/// Writes the record of one apply. Owned by the applier.
-pub struct Recorder {
-    out: zstd::stream::write::Encoder<'static, BufWriter<File>>,
-    dir: PathBuf,
-    root: OwnedFd,
-    root_path: Vec<u8>,
-    blobs: Option<OwnedFd>,
-    locations: Vec<Location>,
-    by_place: HashMap<((u64, u64), Vec<u8>), usize>,
-    dir_paths: HashMap<(u64, u64), Vec<u8>>,
-    scratch: Vec<u8>,
-}
-
-fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    Ok(std::fs::read_link(link)?.into_os_string().into_vec())
-}
-
-use std::os::unix::ffi::OsStringExt;
-
-impl Recorder {
-    /// Starts recording into `dir` (a staging directory beside the content root `root`).
-    pub fn create(dir: &Path, root: BorrowedFd<'_>) -> Result<Recorder, Error> {
-        let path = dir.join(RECORDS);
-        let file = File::create(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        let mut out = zstd::stream::write::Encoder::new(BufWriter::new(file), 3)
-            .map_err(|e| Error::io("starting the tar-split record", e))?;
-        out.write_all(MAGIC_RECORDS)
-            .map_err(|e| Error::io("writing the tar-split record", e))?;
-        let root = root
-            .try_clone_to_owned()
-            .map_err(|e| Error::io("duplicating the root fd", e))?;
-        let mut root_path =
-            fd_path(root.as_fd()).map_err(|e| Error::io("locating the layer root", e))?;
-        root_path.push(b'/');
-        Ok(Recorder {
-            out,
-            dir: dir.to_path_buf(),
-            root,
-            root_path,
-            blobs: None,
-            locations: Vec::new(),
-            by_place: HashMap::new(),
-            dir_paths: HashMap::new(),
-            scratch: Vec::new(),
-        })
-    }
-
-    fn write(&mut self) -> Result<(), Error> {
-        self.out
-            .write_all(&self.scratch)
-            .map_err(|e| Error::io("writing the tar-split record", e))?;
-        self.scratch.clear();
-        Ok(())
-    }
-
-    /// Records stream bytes verbatim.
-    pub fn meta(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        self.scratch.push(b'M');
-        put_varint(&mut self.scratch, bytes.len() as u64);
-        self.write()?;
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::io("writing the tar-split record", e))
-    }
-
-    /// The path of directory `dir` relative to the content root (empty for the root).
-    fn rel_dir(&mut self, dir: BorrowedFd<'_>, key: (u64, u64)) -> Result<Vec<u8>, Error> {
-        if let Some(p) = self.dir_paths.get(&key) {
-            return Ok(p.clone());
-        }
-        let mut abs =
-            fd_path(dir).map_err(|e| Error::io("locating a directory of the layer", e))?;
-        abs.push(b'/');
-        let rel = abs
-            .strip_prefix(self.root_path.as_slice())
-            .ok_or_else(|| corrupt("a directory outside the layer root"))?
-            .to_vec();
-        self.dir_paths.insert(key, rel.clone());
-        Ok(rel)
-    }
-
-    /// Records that the current entry's payload (`size` bytes) is now the file `name` in
-    /// directory `dir`.
-    pub fn file(
-        &mut self,
-        entry: &[u8],
-        size: u64,
-        segments: Option<&[Segment]>,
-        dir: BorrowedFd<'_>,
-        key: (u64, u64),
-        name: &[u8],
-    ) -> Result<(), Error> {
-        let mut path = self.rel_dir(dir, key)?;
-        path.extend_from_slice(name);
-        let idx = self.locations.len();
-        self.locations.push(Location::Path(path));
-        self.by_place.insert((key, name.to_vec()), idx);
-        self.scratch
-            .push(if segments.is_some() { b'S' } else { b'F' });
-        put_varint(&mut self.scratch, size);
-        put_varint(&mut self.scratch, idx as u64);
-        put_varint(&mut self.scratch, entry.len() as u64);
-        self.scratch.extend_from_slice(entry);
-        if let Some(segs) = segments {
-            put_varint(&mut self.scratch, segs.len() as u64);
-            for &(off, len) in segs {
-                put_varint(&mut self.scratch, off);
-                put_varint(&mut self.scratch, len);
-            }
-        }
-        self.write()
-    }
-
-    fn blobs(&mut self) -> Result<BorrowedFd<'_>, Error> {
-        if self.blobs.is_none() {
-            let p = self.dir.join(BLOBS);
-            std::fs::create_dir(&p)
-                .map_err(|e| Error::io(format!("creating {}", p.display()), e))?;
-            self.blobs = Some(
-                fsutil::open_dir(&p)
-                    .map_err(|e| Error::io(format!("opening {}", p.display()), e))?,
-            );
-        }
-        self.blobs
-            .as_ref()
-            .map(|b| b.as_fd())
-            .ok_or_else(|| corrupt("no blob directory"))
-    }
-
-    fn move_to_blob(
-        &mut self,
-        parent: BorrowedFd<'_>,
-        name: &[u8],
-        idx: usize,
-    ) -> Result<(), Error> {
-        let blob = idx.to_string();
-        renameat(
-            parent,
-            OsStr::from_bytes(name),
-            self.blobs()?,
-            blob.as_str(),
-        )
-        .map_err(|e| Error::io("keeping a replaced payload for exact re-export", e))?;
-        self.locations[idx] = Location::Blob(idx as u64);
-        Ok(())
-    }
-
-    /// Called before `dir/name` is removed or replaced: payloads recorded there (the file
-    /// itself, or files beneath a directory) are moved into the blob directory. Returns true
-    /// if `name` itself was moved away (nothing is left to remove).
-    pub fn preserve(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        key: (u64, u64),
-        name: &[u8],
-        is_dir: bool,
-    ) -> Result<bool, Error> {
-        if !is_dir {
-            return match self.by_place.remove(&(key, name.to_vec())) {
-                Some(idx) => {
-                    self.move_to_blob(dir, name, idx)?;
-                    Ok(true)
-                }
-                None => Ok(false),
-            };
-        }
-        let mut prefix = self.rel_dir(dir, key)?;
-        prefix.extend_from_slice(name);
-        prefix.push(b'/');
-        let inside: Vec<(usize, Vec<u8>)> = self
-            .locations
-            .iter()
-            .enumerate()
-            .filter_map(|(i, l)| match l {
-                Location::Path(p) if p.starts_with(&prefix) => Some((i, p.clone())),
-                _ => None,
-            })
-            .collect();
-        for (idx, path) in inside {
-            let split = path.iter().rposition(|b| *b == b'/').unwrap_or(0);
-            let parent = openat2(
-                self.root.as_fd(),
-                OsStr::from_bytes(&path[..split]),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-            )
-            .map_err(|e| Error::io("finding a replaced payload", e))?;
-            self.move_to_blob(parent.as_fd(), &path[split + 1..], idx)?;
-        }
-        self.by_place
-            .retain(|_, idx| !matches!(self.locations[*idx], Location::Blob(_)));
-        self.dir_paths.clear();
-        Ok(false)
-    }
-
-    /// Forgets cached directory paths (after directories were removed, inode numbers may be
-    /// reused).
-    pub fn forget_dirs(&mut self) {
-        self.dir_paths.clear();
-    }
-
-    /// Ends the record and writes the location table.
-    pub fn finish(mut self) -> Result<(), Error> {
-        self.out
-            .write_all(b"E")
-            .map_err(|e| Error::io("writing the tar-split record", e))?;
-        let w = self
-            .out
-            .finish()
-            .map_err(|e| Error::io("finishing the tar-split record", e))?;
-        w.into_inner()
-            .map_err(|e| Error::io("flushing the tar-split record", e.into_error()))?
-            .sync_data()
-            .map_err(|e| Error::io("syncing the tar-split record", e))?;
-        let mut idx = Vec::with_capacity(self.locations.len() * 48);
-        idx.extend_from_slice(MAGIC_INDEX);
-        put_varint(&mut idx, self.locations.len() as u64);
-        for l in &self.locations {
-            match l {
-                Location::Path(p) => {
-                    idx.push(b'P');
-                    put_varint(&mut idx, p.len() as u64);
-                    idx.extend_from_slice(p);
-                }
-                Location::Blob(n) => {
-                    idx.push(b'B');
-                    put_varint(&mut idx, *n);
-                }
-            }
-        }
-        let path = self.dir.join(INDEX);
-        let data = zstd::encode_all(idx.as_slice(), 3)
-            .map_err(|e| Error::io("compressing the tar-split index", e))?;
-        std::fs::write(&path, data).map_err(|e| Error::io(format!("writing {}", path.display()), e))
-    }
-}
-
 /// Whether `layer_dir` holds a tar-split record.
 pub fn exists(layer_dir: &Path) -> bool {
     layer_dir.join(RECORDS).is_file() && layer_dir.join(INDEX).is_file()
 }
 
-fn read_index(layer_dir: &Path) -> Result<Vec<Location>, Error> {
+/// The directory nodes (parent, name; node 0, the root, is not listed) and locations.
+type Index = (Vec<(u32, Vec<u8>)>, Vec<Location>);
+
+fn read_index(layer_dir: &Path) -> Result<Index, Error> {
     let path = layer_dir.join(INDEX);
     let raw =
         std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let data = zstd::decode_all(raw.as_slice())
         .map_err(|e| Error::io(format!("decompressing {}", path.display()), e))?;
-    let mut r = data
-        .strip_prefix(MAGIC_INDEX)
-        .ok_or_else(|| corrupt("bad index header"))?;
+    let mut nodes = Vec::new();
+    let mut r = if let Some(mut r) = data.strip_prefix(MAGIC_INDEX2) {
+        let n = get_varint(&mut r).map_err(|_| corrupt("truncated index"))?;
+        nodes.reserve(n.min(1 << 20) as usize);
+        for i in 0..n {
+            let parent = get_varint(&mut r).map_err(|_| corrupt("truncated index"))?;
+            if parent > i {
+                return Err(corrupt("bad directory node"));
+            }
+            let name = get_bytes(&mut r, 1 << 16).map_err(|_| corrupt("bad directory node"))?;
+            nodes.push((parent as u32, name));
+        }
+        r
+    } else {
+        data.strip_prefix(MAGIC_INDEX)
+            .ok_or_else(|| corrupt("bad index header"))?
+    };
     let n = get_varint(&mut r).map_err(|_| corrupt("truncated index"))?;
     let mut out = Vec::with_capacity(n.min(1 << 20) as usize);
     for _ in 0..n {
@@ -365,17 +147,28 @@ fn read_index(layer_dir: &Path) -> Result<Vec<Location>, Error> {
             b'P' => {
                 Location::Path(get_bytes(&mut r, 1 << 20).map_err(|_| corrupt("bad index path"))?)
             }
+            b'Q' => {
+                let dir = get_varint(&mut r).map_err(|_| corrupt("bad index entry"))?;
+                if dir > nodes.len() as u64 {
+                    return Err(corrupt("bad index entry"));
+                }
+                Location::At(dir as u32)
+            }
             b'B' => Location::Blob(get_varint(&mut r).map_err(|_| corrupt("bad index blob"))?),
             _ => return Err(corrupt("bad index tag")),
         });
     }
-    Ok(out)
+    Ok((nodes, out))
 }
 
 /// Reads recorded payloads back by location, for reassembling the recorded stream.
 pub struct FileGetter {
     root: OwnedFd,
     blobs: Option<OwnedFd>,
+    /// Directory nodes of the index (parent, name), node 0 being the root.
+    nodes: Vec<(u32, Vec<u8>)>,
+    /// Directories opened last, by node (a few, for the files that follow in them).
+    open: std::cell::RefCell<Vec<(u32, std::rc::Rc<OwnedFd>)>>,
     locations: Vec<Location>,
     names: HashMap<Vec<u8>, (usize, u64)>,
 }
@@ -383,7 +176,7 @@ pub struct FileGetter {
 impl FileGetter {
     /// Opens the record in `layer_dir` whose content root is `root`.
     pub fn open(layer_dir: &Path, root: BorrowedFd<'_>) -> Result<FileGetter, Error> {
-        let locations = read_index(layer_dir)?;
+        let (nodes, locations) = read_index(layer_dir)?;
         let blobs_path = layer_dir.join(BLOBS);
         let blobs = if blobs_path.is_dir() {
             Some(
@@ -398,13 +191,16 @@ impl FileGetter {
                 .try_clone_to_owned()
                 .map_err(|e| Error::io("duplicating the root fd", e))?,
             blobs,
+            nodes,
+            open: Default::default(),
             locations,
             names: HashMap::new(),
         })
     }
 
-    /// Opens payload number `idx` and checks it still has `size` bytes (`u64::MAX`: any).
-    fn open_payload(&self, idx: usize, size: u64) -> Result<File, Error> {
+    /// Opens payload number `idx` (of the entry named `entry`) and checks it still has
+    /// `size` bytes (`u64::MAX`: any).
+    fn open_payload(&self, idx: usize, entry: &[u8], size: u64) -> Result<File, Error> {
         let loc = self
             .locations
             .get(idx)
@@ -419,6 +215,23 @@ impl FileGetter {
                         )
                     },
                 )?
+            }
+            Location::At(dir) => {
+                let comps = crate::archive::name::clean(entry)
+                    .map_err(|_| corrupt("a recorded entry name is not valid"))?;
+                let name = comps
+                    .last()
+                    .ok_or_else(|| corrupt("a recorded entry names the root"))?;
+                let d = self.open_node(*dir)?;
+                fsutil::open_regular_at(d.as_fd(), OsStr::from_bytes(name)).map_err(|e| {
+                    Error::io(
+                        format!(
+                            "opening {} for exact re-export",
+                            String::from_utf8_lossy(name)
+                        ),
+                        e,
+                    )
+                })?
             }
             Location::Blob(n) => {
                 let blobs = self
@@ -445,6 +258,46 @@ impl FileGetter {
             ));
         }
         Ok(file)
+    }
+
+    /// Opens directory node `node` from the nearest one open (or the root), one component
+    /// at a time without following symlinks.
+    fn open_node(&self, node: u32) -> Result<std::rc::Rc<OwnedFd>, Error> {
+        let mut open = self.open.borrow_mut();
+        let mut chain = Vec::new();
+        let mut n = node;
+        let mut base = loop {
+            if let Some((_, fd)) = open.iter().find(|(k, _)| *k == n) {
+                break fd.clone();
+            }
+            if n == 0 {
+                let fd = self
+                    .root
+                    .try_clone()
+                    .map_err(|e| Error::io("duplicating the root fd", e))?;
+                break std::rc::Rc::new(fd);
+            }
+            chain.push(n);
+            n = self.nodes[n as usize - 1].0;
+        };
+        for &c in chain.iter().rev() {
+            let name = &self.nodes[c as usize - 1].1;
+            let fd = fsutil::open_dir_at(base.as_fd(), OsStr::from_bytes(name)).map_err(|e| {
+                Error::io(
+                    format!(
+                        "opening directory {} for exact re-export",
+                        String::from_utf8_lossy(name)
+                    ),
+                    e,
+                )
+            })?;
+            base = std::rc::Rc::new(fd);
+            open.push((c, base.clone()));
+            if open.len() > 64 {
+                open.remove(0);
+            }
+        }
+        Ok(base)
     }
 
     /// Opens the payload of the entry called `name` in the applied tar (its last occurrence).
@@ -474,7 +327,7 @@ impl FileGetter {
                 io::Error::from(io::ErrorKind::NotFound),
             )
         })?;
-        self.open_payload(idx, size)
+        self.open_payload(idx, name, size)
     }
 }
 
@@ -585,7 +438,7 @@ pub fn reassemble(
                 ..
             }) => {
                 use std::os::unix::fs::FileExt;
-                let f = getter.open_payload(idx, u64::MAX)?;
+                let f = getter.open_payload(idx, &name, u64::MAX)?;
                 for (off, len) in segments {
                     let mut done = 0u64;
                     while done < len {
@@ -607,7 +460,7 @@ pub fn reassemble(
             Some(Record::File {
                 size, idx, name, ..
             }) => {
-                let mut f = getter.open_payload(idx, size)?;
+                let mut f = getter.open_payload(idx, &name, size)?;
                 let mut left = size;
                 while left > 0 {
                     let k = (left.min(buf.len() as u64)) as usize;
