@@ -19,22 +19,22 @@
 //! * Metadata is set with [`super::fsmeta`] (owner → xattrs → mode → times), directory
 //!   metadata and times after their contents; symlinks are never followed nor chmod-ed.
 //! * fd-relative throughout (`openat` with `O_NOFOLLOW`, `mkdirat`, `symlinkat`, `linkat`,
-//!   `mknodat`); bounded open descriptors (iterative depth-first walk, one descriptor per
-//!   level per tree, plus one per level for resolving hard-link sources).
+//!   `mknodat`); an iterative depth-first walk (any depth, on any thread) holding a bounded
+//!   number of descriptors (`walk::DirStack`: levels left behind are reopened through `..`).
 //! * A source directory that is `dst` itself (copying a tree into itself) is an error rather
 //!   than an endless copy.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::fsmeta;
-use super::walk::{self, DirCursor, DirFd, Info};
+use super::walk::{self, DirCursor, DirStack, Info};
 use super::Error;
 
 /// Counters from a copy.
@@ -87,19 +87,18 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<CopyStats, 
         buf: vec![0u8; COPY_BUF],
         dst_root: dst_info.id(),
     };
+    let mut dirs = Dirs {
+        src: DirStack::new(src.as_fd()),
+        dst: DirStack::new(dst.as_fd()),
+    };
     // The path of the directory on top of the stack ("" for the root).
     let mut path: Vec<u8> = Vec::new();
-    let mut stack = vec![Frame::new(
-        DirFd::Borrowed(src.as_fd()),
-        DirFd::Borrowed(dst.as_fd()),
-        src_info,
-        &path,
-    )?];
+    let mut stack = vec![Frame::new(&dirs, src_info, &path)?];
 
     while let Some(frame) = stack.last_mut() {
         let Some(slot) = frame.names.get_mut(frame.next) else {
             if let Some(done) = stack.pop() {
-                done.finish(&path)?;
+                done.finish(&mut dirs, &path, !stack.is_empty())?;
             }
             path.truncate(stack.last().map_or(0, |f| f.path_len));
             continue;
@@ -109,18 +108,28 @@ pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> Result<CopyStats, 
         let dir_len = path.len();
         path.push(b'/');
         path.extend_from_slice(&name);
-        match copier.entry(frame, &name, &path, dir_len)? {
-            Some(child) => stack.push(child),
+        match copier.entry(&dirs, &name, &path, dir_len)? {
+            Some((info, src, dst)) => {
+                dirs.src
+                    .push(src)
+                    .and_then(|()| dirs.dst.push(dst))
+                    .map_err(|e| Error::io(format!("entering {}", walk::show(&path)), e))?;
+                stack.push(Frame::new(&dirs, info, &path)?);
+            }
             None => path.truncate(dir_len),
         }
     }
     Ok(copier.stats)
 }
 
-/// A directory being copied.
-struct Frame<'a> {
-    src: DirFd<'a>,
-    dst: DirFd<'a>,
+/// The directory stacks of the source and the copy.
+struct Dirs<'a> {
+    src: DirStack<'a>,
+    dst: DirStack<'a>,
+}
+
+/// A directory being copied (its descriptors are the tops of the [`Dirs`] stacks).
+struct Frame {
     /// The source directory's metadata, taken before its listing was read (so its atime is
     /// the original one).
     info: Info,
@@ -130,13 +139,11 @@ struct Frame<'a> {
     path_len: usize,
 }
 
-impl<'a> Frame<'a> {
-    fn new(src: DirFd<'a>, dst: DirFd<'a>, info: Info, path: &[u8]) -> Result<Self, Error> {
-        let names = walk::read_names(src.fd())
+impl Frame {
+    fn new(dirs: &Dirs<'_>, info: Info, path: &[u8]) -> Result<Self, Error> {
+        let names = walk::read_names(dirs.src.top())
             .map_err(|e| Error::io(format!("listing {}", walk::show(path)), e))?;
         Ok(Frame {
-            src,
-            dst,
             info,
             names,
             next: 0,
@@ -144,16 +151,25 @@ impl<'a> Frame<'a> {
         })
     }
 
-    /// Sets the copied directory's metadata, now that its contents are complete. `path` is
-    /// the shared buffer, still holding this directory's path.
-    fn finish(self, path: &[u8]) -> Result<(), Error> {
+    /// Sets the copied directory's metadata, now that its contents are complete, and leaves
+    /// it (`pop`: false for the root). `path` is the shared buffer, still holding this
+    /// directory's path.
+    fn finish(self, dirs: &mut Dirs<'_>, path: &[u8], pop: bool) -> Result<(), Error> {
         let shown = walk::show(&path[..self.path_len]);
-        let xattrs = fsmeta::read_fd(self.src.fd())
-            .map_err(|e| Error::io(format!("reading xattrs of {shown}"), e))?;
+        let (src, dst) = (dirs.src.top(), dirs.dst.top());
+        let xattrs =
+            fsmeta::read_fd(src).map_err(|e| Error::io(format!("reading xattrs of {shown}"), e))?;
         let meta = self.info.meta(xattrs);
-        fsmeta::set_fd(self.dst.fd(), &meta)
-            .and_then(|()| fsmeta::set_times_fd(self.dst.fd(), meta.atime, meta.mtime))
-            .map_err(|e| Error::io(format!("setting metadata of {shown}"), e))
+        fsmeta::set_fd(dst, &meta)
+            .and_then(|()| fsmeta::set_times_fd(dst, meta.atime, meta.mtime))
+            .map_err(|e| Error::io(format!("setting metadata of {shown}"), e))?;
+        if pop {
+            dirs.src
+                .pop()
+                .and_then(|()| dirs.dst.pop())
+                .map_err(|e| Error::io(format!("leaving {shown}"), e))?;
+        }
+        Ok(())
     }
 }
 
@@ -181,17 +197,18 @@ struct Copier<'r> {
 }
 
 impl Copier<'_> {
-    /// Copies `name` of the directory `frame`; returns the frame to descend into for a
-    /// directory. `path` is the entry's in-layer path, `dir_len` its parent's length.
-    fn entry<'a>(
+    /// Copies `name` of the current directory (the tops of `dirs`); for a directory, returns
+    /// its metadata and the source and copy descriptors to descend into. `path` is the entry's
+    /// in-layer path, `dir_len` its parent's length.
+    fn entry(
         &mut self,
-        frame: &Frame<'_>,
+        dirs: &Dirs<'_>,
         name: &[u8],
         path: &[u8],
         dir_len: usize,
-    ) -> Result<Option<Frame<'a>>, Error> {
+    ) -> Result<Option<(Info, OwnedFd, OwnedFd)>, Error> {
         let shown = walk::show(path);
-        let (src_dir, dst_dir) = (frame.src.fd(), frame.dst.fd());
+        let (src_dir, dst_dir) = (dirs.src.top(), dirs.dst.top());
         let create_err = |e: io::Error| Error::io(format!("creating {shown}"), e);
         let info =
             walk::lstat_at(src_dir, name).map_err(|e| Error::io(format!("lstat {shown}"), e))?;
@@ -211,7 +228,7 @@ impl Copier<'_> {
                 .map_err(|e| create_err(e.into()))?;
             let dst = walk::open_dir(dst_dir, name).map_err(create_err)?;
             self.stats.entries += 1;
-            return Frame::new(DirFd::Owned(src), DirFd::Owned(dst), info, path).map(Some);
+            return Ok(Some((info, src, dst)));
         }
 
         let linked = info.nlink > 1;

@@ -47,7 +47,7 @@ use tar::{EntryType, Header};
 
 use super::fsmeta::{self, Xattr};
 use super::walk::{self, DirCursor, Info};
-use super::{Change, ChangeKind, Error};
+use super::{ChangeKind, ChangeSet, Error};
 
 const BLOCK: usize = 512;
 /// Largest value of an 8-byte octal field (uid, gid, devmajor, devminor): 7 digits.
@@ -57,35 +57,29 @@ const MAX_OCTAL_12: u64 = 0o77_777_777_777;
 /// Read buffer for file content.
 const COPY_BUF: usize = 256 * 1024;
 
-/// Writes a tar of `changes` (any order; sorted internally) read from the tree at `root`.
+/// Writes a tar of `changes` read from the tree at `root`, one entry at a time in the set's
+/// path-byte order (no full path list is ever built).
 ///
-/// Paths must be absolute in-layer paths without `.`/`..` components; a path listed twice is
-/// written once. Output is buffered internally and flushed before returning. On error the
-/// stream is left incomplete (no end-of-archive blocks), so it cannot be mistaken for a whole
-/// layer.
+/// Output is buffered internally and flushed before returning. On error the stream is left
+/// incomplete (no end-of-archive blocks), so it cannot be mistaken for a whole layer.
 pub fn export_changes(
     root: BorrowedFd<'_>,
-    changes: &[Change],
+    changes: &ChangeSet,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let bytes = |c: &Change| c.path.as_os_str().as_bytes().to_vec();
-    let mut sorted: Vec<(Vec<u8>, &Change)> = changes.iter().map(|c| (bytes(c), c)).collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.kind.cmp(&b.1.kind)));
-    sorted.dedup_by(|a, b| a.0 == b.0);
-
     let mut ex = Exporter {
         out: BufWriter::with_capacity(64 * 1024, out),
         cursor: DirCursor::new(root),
         links: HashMap::new(),
         buf: vec![0u8; COPY_BUF],
     };
-    for (_, change) in sorted {
-        let comps = walk::components(&change.path)?;
-        match change.kind {
-            ChangeKind::Delete => ex.whiteout(&comps)?,
-            ChangeKind::Add | ChangeKind::Modify => ex.add(&comps)?,
+    changes.try_for_each(|step| {
+        ex.cursor.hint(step.kept);
+        match step.kind {
+            ChangeKind::Delete => ex.whiteout(step.comps),
+            ChangeKind::Add | ChangeKind::Modify => ex.add(step.comps),
         }
-    }
+    })?;
     ex.out
         .write_all(&[0u8; 2 * BLOCK])
         .and_then(|()| ex.out.flush())
@@ -245,11 +239,18 @@ fn exported(mut xattrs: Vec<Xattr>) -> Vec<Xattr> {
             );
             return false;
         }
-        name.as_slice() != b"security.selinux"
-            && !name.starts_with(b"trusted.overlay.")
-            && !name.starts_with(b"user.overlay.")
+        travels(name)
     });
     xattrs
+}
+
+/// Whether the exporter writes the extended attribute `name` into a layer tar (the rule of
+/// [`exported`], without the warning); change detection compares exactly these.
+pub(super) fn travels(name: &[u8]) -> bool {
+    !name.contains(&b'=')
+        && name != b"security.selinux"
+        && !name.starts_with(b"trusted.overlay.")
+        && !name.starts_with(b"user.overlay.")
 }
 
 /// Copies exactly `size` bytes of `src` to `out`, then the padding to a whole block. A file
@@ -502,6 +503,7 @@ mod tests {
     use super::*;
     use crate::archive::changes::changes_dirs;
     use crate::archive::walk::testutil::*;
+    use crate::archive::Change;
 
     /// One entry as the `tar` crate reads it back.
     #[derive(Debug, Default)]
@@ -555,12 +557,16 @@ mod tests {
     fn export(root: &Path, changes: &[Change]) -> Vec<u8> {
         let fd = dirfd(root);
         let mut out = Vec::new();
-        export_changes(fd.as_fd(), changes, &mut out).unwrap();
+        let set = ChangeSet::from_changes(changes).unwrap();
+        export_changes(fd.as_fd(), &set, &mut out).unwrap();
         out
     }
 
     fn all_added(root: &Path) -> Vec<Change> {
-        changes_dirs(dirfd(root).as_fd(), None).unwrap()
+        changes_dirs(dirfd(root).as_fd(), None)
+            .unwrap()
+            .iter()
+            .collect()
     }
 
     fn delete(path: &str) -> Change {
@@ -768,17 +774,12 @@ mod tests {
 
     #[test]
     fn escaping_paths_are_rejected() {
-        let tmp = tempfile::tempdir().unwrap();
-        let fd = dirfd(tmp.path());
         for bad in ["/../etc/passwd", "/a/./b", "/"] {
             let changes = [Change {
                 path: bad.into(),
                 kind: ChangeKind::Add,
             }];
-            assert!(
-                export_changes(fd.as_fd(), &changes, &mut Vec::new()).is_err(),
-                "{bad}"
-            );
+            assert!(ChangeSet::from_changes(&changes).is_err(), "{bad}");
         }
     }
 
@@ -794,7 +795,8 @@ mod tests {
             path: "/l/secret".into(),
             kind: ChangeKind::Add,
         }];
-        assert!(export_changes(fd.as_fd(), &changes, &mut Vec::new()).is_err());
+        let set = ChangeSet::from_changes(&changes).unwrap();
+        assert!(export_changes(fd.as_fd(), &set, &mut Vec::new()).is_err());
     }
 
     fn hdr(name: &[u8]) -> Hdr<'_> {

@@ -46,7 +46,7 @@ use self::attach::{Content, MountGuard, EMPTY_DIR, LAYER_IMG, SANDBOX_IMG};
 use super::{mkdir_mode, ApplyTarget, Backend};
 use crate::archive::apply::Format;
 use crate::archive::overlay_changes::overlay_changes;
-use crate::archive::Change;
+use crate::archive::ChangeSet;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::options::{DriverOptions, StorageOptions};
@@ -391,7 +391,7 @@ impl Backend for Block {
         &self,
         store: &Store,
         chain: &[LayerRecord],
-    ) -> Option<Result<(Vec<Change>, OwnedFd)>> {
+    ) -> Option<Result<(ChangeSet, OwnedFd)>> {
         let id = &chain[0].id;
         let dir = store.layer_dir(id);
         let top = Content::of(&dir);
@@ -399,7 +399,7 @@ impl Backend for Block {
             // Served writable right now: read it through its mount instead.
             return None;
         }
-        let run = || -> Result<(Vec<Change>, OwnedFd)> {
+        let run = || -> Result<(ChangeSet, OwnedFd)> {
             let (upper, lowers) = {
                 let _l = store.lock()?;
                 let upper = attach::open_tree_detached(&top, &dir.join(EMPTY_DIR))?;

@@ -23,7 +23,7 @@ use std::os::fd::AsFd;
 
 use crate::archive::apply::Format;
 use crate::archive::overlay_changes::overlay_changes;
-use crate::archive::Change;
+use crate::archive::ChangeSet;
 use crate::error::{Error, IoContext, Result};
 use crate::options::DriverOptions;
 use crate::store::{LayerRecord, MountState, Store};
@@ -353,11 +353,11 @@ impl Backend for Overlay {
         &self,
         store: &Store,
         chain: &[LayerRecord],
-    ) -> Option<Result<(Vec<Change>, std::os::fd::OwnedFd)>> {
+    ) -> Option<Result<(ChangeSet, std::os::fd::OwnedFd)>> {
         if !self.native {
             return None;
         }
-        let run = || -> Result<(Vec<Change>, std::os::fd::OwnedFd)> {
+        let run = || -> Result<(ChangeSet, std::os::fd::OwnedFd)> {
             let id = &chain[0].id;
             let diff = Self::diff(store, id);
             let upper =

@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::{Graph, Mounted};
-use crate::archive::{changes, export, pipe, tarsplit, Change};
+use crate::archive::{changes, export, pipe, tarsplit, ChangeSet};
 use crate::driver::DiffStream;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
@@ -26,7 +26,7 @@ pub(super) fn changes(
     graph: &Graph,
     id: &str,
     base: Option<&str>,
-) -> Result<(Vec<Change>, Hold, OwnedFd)> {
+) -> Result<(ChangeSet, Hold, OwnedFd)> {
     let store = graph.store();
     let chain = store.chain(id)?;
     if base == chain[0].parent.as_deref() {
