@@ -370,9 +370,12 @@ fn xattr_only_change_on_vfs() {
     }
 }
 
+/// `(st_ino, st_nlink)` of a file.
+type Inode = (u64, u64);
+
 /// `ln /usr/bin/perl /root/perl-hard` in a container, committed and applied onto the same
-/// base; returns the applied layer's `(ino, nlink)` of both names.
-fn link_to_lower(driver: &str) -> ((u64, u64), (u64, u64), Vec<(String, ChangeKind)>) {
+/// base; returns the applied layer's inode of both names and the container's changes.
+fn link_to_lower(driver: &str) -> (Inode, Inode, Vec<(String, ChangeKind)>) {
     let f = Fixture::new(driver);
     let g = &f.graph;
     let mnt = base_and_container(g);

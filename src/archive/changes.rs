@@ -56,7 +56,7 @@ pub fn changes_dirs(new: BorrowedFd<'_>, old: Option<BorrowedFd<'_>>) -> Result<
     let mut set = ChangeSet::new();
     let mut dirs = Dirs {
         new: DirStack::new(new),
-        old: old.map(|o| DirStack::new(o)),
+        old: old.map(DirStack::new),
     };
     // The path of the directory on top of the stack ("" for the root).
     let mut path: Vec<u8> = Vec::new();
