@@ -155,7 +155,7 @@ impl Frame {
     /// it (`pop`: false for the root). `path` is the shared buffer, still holding this
     /// directory's path.
     fn finish(self, dirs: &mut Dirs<'_>, path: &[u8], pop: bool) -> Result<(), Error> {
-        let shown = walk::show(&path[..self.path_len]);
+        let shown = walk::Shown(&path[..self.path_len]);
         let (src, dst) = (dirs.src.top(), dirs.dst.top());
         let xattrs =
             fsmeta::read_fd(src).map_err(|e| Error::io(format!("reading xattrs of {shown}"), e))?;
@@ -207,7 +207,7 @@ impl Copier<'_> {
         path: &[u8],
         dir_len: usize,
     ) -> Result<Option<(Info, OwnedFd, OwnedFd)>, Error> {
-        let shown = walk::show(path);
+        let shown = walk::Shown(path);
         let (src_dir, dst_dir) = (dirs.src.top(), dirs.dst.top());
         let create_err = |e: io::Error| Error::io(format!("creating {shown}"), e);
         let info =

@@ -366,6 +366,17 @@ pub(super) fn show(path: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// An in-layer path shown like [`show`], but only when it is formatted: building the text
+/// eagerly would cost the path's length for every entry of a deep tree.
+#[derive(Clone, Copy)]
+pub(super) struct Shown<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&show(self.0))
+    }
+}
+
 /// `/`-joins components (no leading slash).
 pub(super) fn join(comps: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(comps.iter().map(|c| c.len() + 1).sum());
