@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 
-pub use crate::archive::{Change, ChangeKind};
+pub use crate::archive::{Change, ChangeKind, ChangeSet};
 use crate::error::Result;
 
 /// Options passed when a layer is created (Docker's `CreateOpts`).
@@ -69,8 +69,8 @@ pub trait Driver: Send + Sync {
     fn cleanup(&self) -> Result<()>;
     /// An uncompressed tar of the changes of `id` relative to `parent`.
     fn diff(&self, id: &str, parent: Option<&str>) -> Result<DiffStream>;
-    /// The changes of `id` relative to `parent`, sorted by path.
-    fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>>;
+    /// The changes of `id` relative to `parent`, as a compact set read in path order.
+    fn changes(&self, id: &str, parent: Option<&str>) -> Result<ChangeSet>;
     /// Applies a layer tar (plain, gzip or zstd) to `id`, atomically; returns the applied size
     /// (the sum of the regular files' sizes in the tar).
     fn apply_diff(

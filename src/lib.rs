@@ -27,6 +27,6 @@ pub mod store;
 pub mod sys;
 pub mod units;
 
-pub use driver::{Capabilities, Change, ChangeKind, CreateOpts, Driver};
+pub use driver::{Capabilities, Change, ChangeKind, ChangeSet, CreateOpts, Driver};
 pub use error::{Error, Result};
 pub use graph::Graph;

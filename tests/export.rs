@@ -575,7 +575,11 @@ fn diff_into_a_device_or_fifo_writes_in_place(backend: &str) {
     };
     s.ok(["diff", "img", "-o", fifo.to_str().unwrap()]);
     let got = reader.join().unwrap();
-    assert_eq!(got, s.diff("img", None), "the fifo's reader got the whole tar");
+    assert_eq!(
+        got,
+        s.diff("img", None),
+        "the fifo's reader got the whole tar"
+    );
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(
         &fs::symlink_metadata(&fifo).unwrap().file_type()
     ));

@@ -3,17 +3,20 @@
 //! Random base layers are applied; a random top layer is then changed through its real
 //! overlay mount (so the kernel makes the whiteouts, opaque directories and copy-ups) or by
 //! applying a random tar; `changes` (native) must equal `changes_dirs` over the two mounted
-//! trees (naive), and `diff` (native) must carry the same entries and bytes as the naive export.
+//! trees (naive), and `diff` (native) must carry the same entries and bytes as the naive export
+//! — except that the native method also reports every name in `diff/` of a hard-linked file
+//! it reports (see `with_links`).
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use proptest::prelude::*;
 use strata::archive::{changes, export};
 use strata::graph::{Graph, GraphConfig};
-use strata::{CreateOpts, Driver};
+use strata::{ChangeKind, ChangeSet, CreateOpts, Driver};
 
 #[path = "common/skip.rs"]
 mod skip;
@@ -128,25 +131,80 @@ fn layer(g: &Graph, id: &str, parent: Option<&str>, ops: &[Op]) {
     g.put(id).expect("put");
 }
 
-/// The naive answer: both layers mounted and compared.
-fn naive(g: &Graph, id: &str, parent: &str) -> (Vec<strata::Change>, Vec<u8>) {
+/// The naive answer: both layers mounted and compared; with `links`, widened by
+/// [`with_links`] as the native method is.
+fn naive(g: &Graph, id: &str, parent: &str, links: bool) -> (Vec<strata::Change>, Vec<u8>) {
     let new = g.get(id, "").expect("get");
     let old = g.get(parent, "").expect("get parent");
     let nfd = strata::fsutil::open_dir(&new).expect("open");
     let ofd = strata::fsutil::open_dir(&old).expect("open");
-    let list = changes::changes_dirs(nfd.as_fd(), Some(ofd.as_fd())).expect("naive changes");
+    let mut set = changes::changes_dirs(nfd.as_fd(), Some(ofd.as_fd())).expect("naive changes");
+    if links {
+        set = with_links(g, id, &set);
+    }
     let mut tar = Vec::new();
-    export::export_changes(nfd.as_fd(), &list, &mut tar).expect("naive export");
+    export::export_changes(nfd.as_fd(), &set, &mut tar).expect("naive export");
     g.put(parent).expect("put");
     g.put(id).expect("put");
-    (list, tar)
+    (set.iter().collect(), tar)
+}
+
+/// The one place the native method deliberately differs from the naive one: every other name
+/// in the layer's `diff/` of a multiply-linked file the changes report is reported too (as
+/// Modify, with its directories), so the link travels with the layer.
+fn with_links(g: &Graph, id: &str, naive: &ChangeSet) -> ChangeSet {
+    fn names(dir: &Path, rel: &str, out: &mut HashMap<u64, Vec<String>>) {
+        for e in fs::read_dir(dir).expect("read diff/") {
+            let e = e.expect("entry");
+            let rel = format!("{rel}/{}", e.file_name().to_string_lossy());
+            let md = e.metadata().expect("lstat");
+            if md.is_dir() {
+                names(&e.path(), &rel, out);
+            } else if md.nlink() > 1 {
+                out.entry(md.ino()).or_default().push(rel);
+            }
+        }
+    }
+    let mut by_ino = HashMap::new();
+    names(&g.store().layer_dir(id).join("diff"), "", &mut by_ino);
+    let mut list: Vec<strata::Change> = naive.iter().collect();
+    let listed: HashSet<String> = list
+        .iter()
+        .map(|c| c.path.to_string_lossy().into_owned())
+        .collect();
+    let reported = |p: &String| {
+        list.iter()
+            .any(|c| c.kind != ChangeKind::Delete && c.path.to_string_lossy() == p.as_str())
+    };
+    let mut extra = Vec::new();
+    for group in by_ino.values() {
+        if !group.iter().any(reported) {
+            continue;
+        }
+        for p in group {
+            let mut at = Path::new(p);
+            while at != Path::new("/") && !listed.contains(at.to_string_lossy().as_ref()) {
+                extra.push(strata::Change {
+                    path: at.to_path_buf(),
+                    kind: ChangeKind::Modify,
+                });
+                at = at.parent().expect("absolute path");
+            }
+        }
+    }
+    list.extend(extra);
+    ChangeSet::from_changes(&list).expect("valid paths")
 }
 
 fn check(g: &Graph, id: &str, parent: &str) -> Result<(), TestCaseError> {
-    let native = g.changes(id, None).expect("native changes");
+    let native: Vec<_> = g
+        .changes(id, None)
+        .expect("native changes")
+        .iter()
+        .collect();
     let mut native_tar = Vec::new();
     std::io::copy(&mut g.diff(id, None).expect("native diff"), &mut native_tar).expect("read diff");
-    let (naive_list, naive_tar) = naive(g, id, parent);
+    let (naive_list, naive_tar) = naive(g, id, parent, true);
     prop_assert_eq!(&native, &naive_list);
     prop_assert!(native_tar == naive_tar, "diff tars differ for {:?}", native);
     Ok(())
@@ -181,7 +239,7 @@ proptest! {
         let g = &f.graph;
         layer(g, "base", None, &base);
         layer(g, "scratch", Some("base"), &top);
-        let (_, tar) = naive(g, "scratch", "base");
+        let (_, tar) = naive(g, "scratch", "base", false);
         g.create("applied", Some("base"), &CreateOpts::default()).expect("create");
         let mut input: &[u8] = &tar;
         g.apply_diff("applied", None, &mut input).expect("apply");
@@ -189,8 +247,8 @@ proptest! {
         let mut again = Vec::new();
         std::io::copy(&mut g.diff("applied", None).expect("diff"), &mut again).expect("read");
         prop_assert!(again == tar, "exact re-export differs");
-        let native = g.changes("applied", None).expect("native changes");
-        let (naive_list, _) = naive(g, "applied", "base");
+        let native: Vec<_> = g.changes("applied", None).expect("native changes").iter().collect();
+        let (naive_list, _) = naive(g, "applied", "base", true);
         prop_assert_eq!(native, naive_list);
     }
 }

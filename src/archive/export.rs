@@ -67,7 +67,7 @@ use tar::EntryType;
 use super::fsmeta::{self, Xattr};
 use super::tarstream::Limits;
 use super::walk::{self, DirCursor};
-use super::{Change, ChangeKind, Error, Rule};
+use super::{ChangeKind, ChangeSet, Error, Rule};
 use header::{padding, write_header, Hdr};
 
 const BLOCK: usize = 512;
@@ -78,30 +78,24 @@ const MAX_OCTAL_12: u64 = 0o77_777_777_777;
 /// Read buffer for file content.
 const COPY_BUF: usize = 256 * 1024;
 
-/// Writes a tar of `changes` (any order; sorted internally) read from the tree at `root`.
+/// Writes a tar of `changes` read from the tree at `root`, one entry at a time in the set's
+/// path-byte order (no full path list is ever built).
 ///
-/// Paths must be absolute in-layer paths without `.`/`..` components; a path listed twice is
-/// written once. Output is buffered internally and flushed before returning. On error the
-/// stream is left incomplete (no end-of-archive blocks), so it cannot be mistaken for a whole
-/// layer.
+/// Output is buffered internally and flushed before returning. On error the stream is left
+/// incomplete (no end-of-archive blocks), so it cannot be mistaken for a whole layer.
 pub fn export_changes(
     root: BorrowedFd<'_>,
-    changes: &[Change],
+    changes: &ChangeSet,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let bytes = |c: &Change| c.path.as_os_str().as_bytes().to_vec();
-    let mut sorted: Vec<(Vec<u8>, &Change)> = changes.iter().map(|c| (bytes(c), c)).collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.kind.cmp(&b.1.kind)));
-    sorted.dedup_by(|a, b| a.0 == b.0);
-
     let mut ex = Exporter::new(root, out);
-    for (_, change) in sorted {
-        let comps = walk::components(&change.path)?;
-        match change.kind {
-            ChangeKind::Delete => ex.whiteout(&comps)?,
-            ChangeKind::Add | ChangeKind::Modify => ex.add(&comps)?,
+    changes.try_for_each(|step| {
+        ex.cursor.hint(step.kept);
+        match step.kind {
+            ChangeKind::Delete => ex.whiteout(step.comps),
+            ChangeKind::Add | ChangeKind::Modify => ex.add(step.comps),
         }
-    }
+    })?;
     ex.out
         .write_all(&[0u8; 2 * BLOCK])
         .and_then(|()| ex.out.flush())
@@ -159,7 +153,7 @@ pub fn refuse_whiteout_name(path: &[u8]) -> Result<(), Error> {
 }
 
 /// Prefix of Docker's whiteout names.
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 
 impl Exporter<'_, '_> {
     fn whiteout(&mut self, comps: &[&[u8]]) -> Result<(), Error> {
@@ -355,11 +349,18 @@ fn exported(mut xattrs: Vec<Xattr>) -> Vec<Xattr> {
             );
             return false;
         }
-        name.as_slice() != b"security.selinux"
-            && !name.starts_with(b"trusted.overlay.")
-            && !name.starts_with(b"user.overlay.")
+        travels(name)
     });
     xattrs
+}
+
+/// Whether the exporter writes the extended attribute `name` into a layer tar (the rule of
+/// [`exported`], without the warning); change detection compares exactly these.
+pub(super) fn travels(name: &[u8]) -> bool {
+    !name.contains(&b'=')
+        && name != b"security.selinux"
+        && !name.starts_with(b"trusted.overlay.")
+        && !name.starts_with(b"user.overlay.")
 }
 
 /// Copies exactly `size` bytes of `src` to `out`, then the padding to a whole block. A file

@@ -3,7 +3,8 @@
 //! * [`apply`] — safe, streaming application of a layer tar (plain, gzip, zstd) into a directory,
 //!   with Docker whiteout semantics, in either "naive" form (whiteouts delete) or overlay form
 //!   (whiteouts become `0:0` character devices, opaque directories an xattr).
-//! * [`changes`] — Docker's naive change detection between two trees.
+//! * [`changes`] — Docker's naive change detection between two trees, into a compact
+//!   [`ChangeSet`].
 //! * [`export`] — writing a PAX tar of a set of changes.
 //! * [`copy`] — copying a whole tree with every attribute (the vfs backend's layer creation).
 //!
@@ -12,6 +13,7 @@
 
 pub mod apply;
 pub mod changes;
+pub mod changeset;
 pub mod compress;
 pub mod confined;
 pub mod copy;
@@ -28,6 +30,7 @@ pub mod tarsplit;
 pub mod tarstream;
 mod walk;
 
+pub use changeset::{ChangeSet, Step};
 pub use error::{Error, Rule};
 
 use std::path::PathBuf;

@@ -13,7 +13,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags};
-use rustix::io::Errno;
 
 use super::fsmeta::{Meta, Time, Xattr};
 use super::{Error, Rule};
@@ -185,65 +184,151 @@ pub(super) fn read_link(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<u8>>
     Ok(rfs::readlinkat(dir, name, Vec::new())?.into_bytes())
 }
 
-/// Maps `EINTR` to a retry.
-pub(super) fn retry<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
-    loop {
-        match f() {
-            Err(Errno::INTR) => continue,
-            r => return r,
+/// Descriptors a [`DirStack`] keeps open at its deep end. Shallower levels are closed and
+/// reopened through `..` when the walk climbs back to them, so a walk holds a fixed number of
+/// descriptors however deep the tree is.
+const DIR_WINDOW: usize = 16;
+
+/// The open directories along one path from a root: the walkers' replacement for recursion.
+///
+/// Every level's identity `(st_dev, st_ino)` is kept, but only the deepest [`DIR_WINDOW`]
+/// levels hold a descriptor. Popping back to a level whose descriptor was closed reopens it
+/// as `..` of the level just left, and checks it is still the same directory: a directory
+/// moved by a running container during the walk is an error, never a walk of the wrong tree.
+pub(super) struct DirStack<'a> {
+    root: BorrowedFd<'a>,
+    /// Identity of every level below the root, shallowest first.
+    ids: Vec<(u64, u64)>,
+    /// Descriptors of the deepest levels, shallowest first (the last is the top).
+    held: std::collections::VecDeque<OwnedFd>,
+}
+
+impl<'a> DirStack<'a> {
+    /// A stack holding only `root`.
+    pub fn new(root: BorrowedFd<'a>) -> Self {
+        DirStack {
+            root,
+            ids: Vec::new(),
+            held: std::collections::VecDeque::new(),
         }
     }
-}
 
-/// A directory descriptor that is either the caller's (borrowed) or opened by the walker.
-pub(super) enum DirFd<'a> {
-    Borrowed(BorrowedFd<'a>),
-    Owned(OwnedFd),
-}
+    /// The deepest directory (the root when nothing is pushed).
+    pub fn top(&self) -> BorrowedFd<'_> {
+        // `pop` refills `held` whenever levels remain, so it is empty only at the root.
+        debug_assert!(self.ids.is_empty() || !self.held.is_empty());
+        self.held.back().map_or(self.root, |fd| fd.as_fd())
+    }
 
-impl DirFd<'_> {
-    /// The descriptor.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        match self {
-            DirFd::Borrowed(fd) => *fd,
-            DirFd::Owned(fd) => fd.as_fd(),
+    /// Enters the directory `fd` (a child of the current top).
+    pub fn push(&mut self, fd: OwnedFd) -> io::Result<()> {
+        let id = fstat(fd.as_fd())?.id();
+        self.ids.push(id);
+        self.held.push_back(fd);
+        if self.held.len() > DIR_WINDOW {
+            self.held.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Opens `name` in the top directory and enters it.
+    pub fn push_name(&mut self, name: &[u8]) -> io::Result<()> {
+        let fd = open_dir(self.top(), name)?;
+        self.push(fd)
+    }
+
+    /// Leaves the top directory. On error the stack is reset to the root.
+    pub fn pop(&mut self) -> io::Result<()> {
+        let Some(child) = self.held.pop_back() else {
+            self.ids.clear();
+            return Ok(());
+        };
+        self.ids.pop();
+        let Some(&want) = self.ids.last() else {
+            return Ok(());
+        };
+        if !self.held.is_empty() {
+            return Ok(());
+        }
+        let reopened = open_dir(child.as_fd(), b"..").and_then(|fd| {
+            if fstat(fd.as_fd())?.id() == want {
+                Ok(fd)
+            } else {
+                Err(io::Error::other(
+                    "a directory was moved while the tree was being walked",
+                ))
+            }
+        });
+        match reopened {
+            Ok(fd) => {
+                self.held.push_back(fd);
+                Ok(())
+            }
+            Err(e) => {
+                self.ids.clear();
+                Err(e)
+            }
         }
     }
 }
 
 /// Resolves parent directories of a sorted sequence of paths, reusing the directories the
-/// previous path opened: one descriptor per depth level, each component opened once per run
-/// of paths that share it.
+/// previous path opened: each component is opened once per run of paths that share it, and
+/// the open descriptors are bounded as in [`DirStack`].
 pub(super) struct DirCursor<'a> {
-    root: BorrowedFd<'a>,
-    open: Vec<(Vec<u8>, OwnedFd)>,
+    stack: DirStack<'a>,
+    /// The names of the stack's levels.
+    names: Vec<Vec<u8>>,
+    /// Leading levels the next [`DirCursor::enter`] may keep without comparing names (`None`:
+    /// no promise, compare them all).
+    trusted: Option<usize>,
 }
 
 impl<'a> DirCursor<'a> {
     /// A cursor at `root`.
     pub fn new(root: BorrowedFd<'a>) -> Self {
         DirCursor {
-            root,
-            open: Vec::new(),
+            stack: DirStack::new(root),
+            names: Vec::new(),
+            trusted: None,
         }
+    }
+
+    /// Promises that the next path shares its first `kept` directories with the previous one
+    /// in the sequence (entered or not), so [`DirCursor::enter`] need not compare them (which
+    /// would cost the depth per path). Promises since the last `enter` accumulate.
+    pub fn hint(&mut self, kept: usize) {
+        let bound = self.trusted.unwrap_or(self.names.len());
+        self.trusted = Some(bound.min(kept));
     }
 
     /// Opens (or reuses) `root/dirs[0]/dirs[1]/…` component by component, never following a
     /// symlink, and returns the deepest directory.
     pub fn enter(&mut self, dirs: &[&[u8]]) -> io::Result<BorrowedFd<'_>> {
-        let common = self
-            .open
-            .iter()
-            .zip(dirs)
-            .take_while(|((open, _), want)| open.as_slice() == **want)
-            .count();
-        self.open.truncate(common);
-        for name in &dirs[common..] {
-            let parent = self.open.last().map_or(self.root, |(_, fd)| fd.as_fd());
-            let fd = open_dir(parent, name)?;
-            self.open.push((name.to_vec(), fd));
+        let trusted = self
+            .trusted
+            .take()
+            .unwrap_or(0)
+            .min(self.names.len())
+            .min(dirs.len());
+        let common = trusted
+            + self.names[trusted..]
+                .iter()
+                .zip(&dirs[trusted..])
+                .take_while(|(open, want)| open.as_slice() == **want)
+                .count();
+        while self.names.len() > common {
+            self.names.pop();
+            if let Err(e) = self.stack.pop() {
+                self.names.clear();
+                return Err(e);
+            }
         }
-        Ok(self.open.last().map_or(self.root, |(_, fd)| fd.as_fd()))
+        for name in &dirs[common..] {
+            self.stack.push_name(name)?;
+            self.names.push(name.to_vec());
+        }
+        Ok(self.stack.top())
     }
 }
 
@@ -278,6 +363,17 @@ pub(super) fn show(path: &[u8]) -> Cow<'_, str> {
         Cow::Borrowed("/")
     } else {
         String::from_utf8_lossy(path)
+    }
+}
+
+/// An in-layer path shown like [`show`], but only when it is formatted: building the text
+/// eagerly would cost the path's length for every entry of a deep tree.
+#[derive(Clone, Copy)]
+pub(super) struct Shown<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&show(self.0))
     }
 }
 

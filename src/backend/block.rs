@@ -47,7 +47,7 @@ use super::overlay::pinned::{make_layer_dir, pin_layer_dir, pin_lower, unmount_p
 use super::{mkdir_mode, ApplyTarget, Backend};
 use crate::archive::apply::Format;
 use crate::archive::overlay_changes::overlay_changes;
-use crate::archive::Change;
+use crate::archive::ChangeSet;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::options::{DriverOptions, StorageOptions};
@@ -397,7 +397,7 @@ impl Backend for Block {
         &self,
         store: &Store,
         chain: &[LayerRecord],
-    ) -> Option<Result<(Vec<Change>, OwnedFd)>> {
+    ) -> Option<Result<(ChangeSet, OwnedFd)>> {
         let id = &chain[0].id;
         let dir = store.layer_dir(id);
         let top = Content::of(&dir);
@@ -405,7 +405,7 @@ impl Backend for Block {
             // Served writable right now: read it through its mount instead.
             return None;
         }
-        let run = || -> Result<(Vec<Change>, OwnedFd)> {
+        let run = || -> Result<(ChangeSet, OwnedFd)> {
             let (upper, lowers) = {
                 let _l = store.lock()?;
                 pin_layer_dir(store, id, ".")?;

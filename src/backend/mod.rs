@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::archive::apply::Format;
-use crate::archive::Change;
+use crate::archive::ChangeSet;
 use crate::error::{Error, IoContext, Result};
 use crate::options::DriverOptions;
 use crate::store::{LayerRecord, MountState, Store};
@@ -132,7 +132,7 @@ pub trait Backend: Send + Sync {
         &self,
         _store: &Store,
         _chain: &[LayerRecord],
-    ) -> Option<Result<(Vec<Change>, OwnedFd)>> {
+    ) -> Option<Result<(ChangeSet, OwnedFd)>> {
         None
     }
 

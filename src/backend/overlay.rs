@@ -29,7 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::archive::apply::Format;
 use crate::archive::overlay_changes::overlay_changes;
-use crate::archive::Change;
+use crate::archive::ChangeSet;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::options::DriverOptions;
@@ -182,7 +182,11 @@ impl Overlay {
 
     /// Why strata's mounts never use metacopy: what was probed at open, not an assumption.
     fn metacopy_status(&self) -> String {
-        if self.options.iter().any(|(k, v)| k == "metacopy" && v == "off") {
+        if self
+            .options
+            .iter()
+            .any(|(k, v)| k == "metacopy" && v == "off")
+        {
             "false (metacopy=off on every mount)".into()
         } else {
             "false (this kernel's overlayfs has no metacopy)".into()
@@ -492,11 +496,11 @@ impl Backend for Overlay {
         &self,
         store: &Store,
         chain: &[LayerRecord],
-    ) -> Option<Result<(Vec<Change>, std::os::fd::OwnedFd)>> {
+    ) -> Option<Result<(ChangeSet, std::os::fd::OwnedFd)>> {
         if !self.native {
             return None;
         }
-        let run = || -> Result<(Vec<Change>, std::os::fd::OwnedFd)> {
+        let run = || -> Result<(ChangeSet, std::os::fd::OwnedFd)> {
             let id = &chain[0].id;
             let diff = Self::diff(store, id);
             let upper =

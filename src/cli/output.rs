@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use strata::archive::pathfmt;
 use strata::graph::LayerInfo;
-use strata::Change;
+use strata::ChangeSet;
 
 /// Prints a path followed by a newline, byte-exact.
 pub fn path_line(out: &mut dyn Write, path: &Path) -> io::Result<()> {
@@ -45,20 +45,17 @@ fn shown_path(path: &Path) -> String {
 }
 
 /// `A /path` lines sorted by path, or Docker's JSON shape `[{"Path": .., "Kind": n}]`.
-pub fn changes(out: &mut dyn Write, list: &[Change], json: bool) -> Result<()> {
-    let mut sorted: Vec<&Change> = list.iter().collect();
-    sorted.sort_by(|a, b| {
-        a.path
-            .as_os_str()
-            .as_bytes()
-            .cmp(b.path.as_os_str().as_bytes())
-    });
+pub fn changes(out: &mut dyn Write, list: &ChangeSet, json: bool) -> Result<()> {
+    // The set yields its changes in path order, one materialised path at a time.
+    let sorted = list.iter();
     if json {
-        let v: Vec<serde_json::Value> = sorted
-            .iter()
-            .map(|c| serde_json::json!({"Path": shown_path(&c.path), "Kind": c.kind.code()}))
-            .collect();
-        writeln!(out, "{}", serde_json::Value::Array(v))?;
+        // Streamed element by element: the whole array would hold every path at once.
+        write!(out, "[")?;
+        for (i, c) in sorted.enumerate() {
+            let v = serde_json::json!({"Path": shown_path(&c.path), "Kind": c.kind.code()});
+            write!(out, "{}{}", if i == 0 { "" } else { "," }, v)?;
+        }
+        writeln!(out, "]")?;
     } else {
         for c in sorted {
             writeln!(out, "{} {}", c.kind.letter(), shown_path(&c.path))?;

@@ -3,7 +3,7 @@
 //! change), while [`Driver`](crate::Driver)'s `None` means the layer's own parent.
 
 use super::{diff, Graph};
-use crate::driver::{Change, DiffStream};
+use crate::driver::{ChangeSet, DiffStream};
 use crate::error::Result;
 use crate::store::id;
 
@@ -43,9 +43,12 @@ impl Graph {
     }
 
     /// The changes of `id` relative to `base`, sorted by path.
-    pub fn changes_against(&self, id: &str, base: DiffBase<'_>) -> Result<Vec<Change>> {
+    pub fn changes_against(&self, id: &str, base: DiffBase<'_>) -> Result<ChangeSet> {
         let (base, _) = self.resolve_base(id, base)?;
-        diff::changes(self, id, base.as_deref()).map(|(c, _, _)| c)
+        let (list, _, _) = diff::changes(self, id, base.as_deref())?;
+        // As `Driver::changes`: never list what `diff` would refuse to export.
+        diff::refuse_whiteout_names(id, &list)?;
+        Ok(list)
     }
 
     /// Bytes of added or modified non-directories of `id` relative to `base`.

@@ -8,11 +8,10 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
 
 use super::{Graph, Mounted};
-use crate::archive::{self, changes, export, pipe, tarsplit, Change};
+use crate::archive::{self, changes, export, pipe, tarsplit, ChangeSet};
 use crate::driver::DiffStream;
 use crate::error::{Error, IoContext, Result};
 use crate::store::LayerRecord;
@@ -34,7 +33,7 @@ pub(super) fn changes(
     graph: &Graph,
     id: &str,
     base: Option<&str>,
-) -> Result<(Vec<Change>, Hold, OwnedFd)> {
+) -> Result<(ChangeSet, Hold, OwnedFd)> {
     let store = graph.store();
     let chain = store.chain(id)?;
     if base == chain[0].parent.as_deref() {
@@ -66,17 +65,24 @@ pub(super) fn changes(
 
 /// Refuses a change list holding a path `diff` would refuse to export because apply would read
 /// it as a whiteout (see [`export::refuse_whiteout_name`]), so that `changes` never lists
-/// an addition the exported layer would turn into a deletion.
-pub(super) fn refuse_whiteout_names(id: &str, list: &[Change]) -> Result<()> {
-    for c in list {
-        export::refuse_whiteout_name(c.path.as_os_str().as_bytes()).map_err(|source| {
-            Error::Archive {
-                layer: id.to_string(),
-                source,
-            }
-        })?;
-    }
-    Ok(())
+/// an addition the exported layer would turn into a deletion. Each component is looked at
+/// once: the parents a path shares with the previous one were checked with it.
+pub(super) fn refuse_whiteout_names(id: &str, list: &ChangeSet) -> Result<()> {
+    list.try_for_each(|step| {
+        let fresh = &step.comps[step.kept.min(step.comps.len())..];
+        if fresh
+            .iter()
+            .all(|c| !c.starts_with(export::WHITEOUT_PREFIX))
+        {
+            return Ok(());
+        }
+        let path = step.comps.join(&b'/');
+        export::refuse_whiteout_name(&path)
+    })
+    .map_err(|source| Error::Archive {
+        layer: id.to_string(),
+        source,
+    })
 }
 
 /// Bytes of added and modified non-directories.

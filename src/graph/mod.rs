@@ -26,7 +26,7 @@ use crate::archive::confined::{self, Job};
 use crate::archive::digest::Expected;
 use crate::archive::tarstream::Limits;
 use crate::backend::{self, Backend};
-use crate::driver::{Capabilities, Change, CreateOpts, DiffStream, Driver};
+use crate::driver::{Capabilities, ChangeSet, CreateOpts, DiffStream, Driver};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::options::{DriverOptions, StorageOptions};
@@ -578,7 +578,7 @@ impl Driver for Graph {
         diff::stream(self, id, base.as_deref())
     }
 
-    fn changes(&self, id: &str, parent: Option<&str>) -> Result<Vec<Change>> {
+    fn changes(&self, id: &str, parent: Option<&str>) -> Result<ChangeSet> {
         let base = self.base_of(id, parent)?;
         let (list, _, _) = diff::changes(self, id, base.as_deref())?;
         diff::refuse_whiteout_names(id, &list)?;

@@ -22,7 +22,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::archive::Change;
+use crate::archive::{Change, ChangeSet};
 
 /// Bytes read from a stream per chunk.
 const CHUNK: usize = 64 * 1024;
@@ -116,6 +116,17 @@ pub(crate) struct JsonChanges<I> {
     first: bool,
     buf: Vec<u8>,
     pos: usize,
+}
+
+/// The `Changes` answer for a whole change set, as a reader. The set yields paths by borrowing
+/// it, so a producer thread owns the set and encodes it into a bounded pipe
+/// ([`crate::archive::pipe`]); memory stays at the set itself plus a few chunks.
+pub(crate) fn json_change_set(set: ChangeSet) -> io::Result<Box<dyn Read + Send>> {
+    let (w, r) = crate::archive::pipe::pipe();
+    std::thread::Builder::new()
+        .name("changes-json".into())
+        .spawn(move || w.copy_from(&mut json_changes(set.iter())))?;
+    Ok(Box::new(r))
 }
 
 /// Encodes `changes` as the plugin protocol's `Changes` answer, lazily.

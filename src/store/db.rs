@@ -32,12 +32,12 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use redb::backends::FileBackend;
-use rustix::fs::{openat, renameat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags};
-use tracing::warn;
 use redb::{
     ConcurrencyMode, Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
     TableDefinition, WriteTransaction,
 };
+use rustix::fs::{openat, renameat, unlinkat, AtFlags, Dir, FileType, Mode, OFlags};
+use tracing::warn;
 
 use super::record::LayerRecord;
 use crate::error::{Error, Result};

@@ -296,10 +296,9 @@ pub(super) async fn changes(State(p): State<DockerPlugin>, body: Body) -> Respon
         let list = p
             .blocking(move |g| Ok(g.changes_against(&i, base(&pa))?))
             .await?;
-        let json = stream::json_changes(list);
-        let body = stream::stream_body(Box::new(json))
-            .await
-            .map_err(|e| PluginError::Store(Error::io(format!("listing layer {id:?}"), e)))?;
+        let listing = |e| PluginError::Store(Error::io(format!("listing layer {id:?}"), e));
+        let json = stream::json_change_set(list).map_err(listing)?;
+        let body = stream::stream_body(json).await.map_err(listing)?;
         Ok(wire::json_stream(body))
     }
     .await;
