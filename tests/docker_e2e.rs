@@ -55,7 +55,11 @@ impl Env {
             .prefix("strata-e2e-")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let name = format!("strata-e2e-{}-{backend}", std::process::id());
+        // Unique per environment: tests run in parallel, each with its own plugin socket
+        // (overlay's default location is one shared directory).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("strata-e2e-{}-{n}-{backend}", std::process::id());
         let plugin_log = dir.path().join("plugin.log");
         // overlay: the default socket location; vfs: a socket of our own plus a spec file,
         // the other discovery path dockerd has.

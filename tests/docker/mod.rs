@@ -166,7 +166,10 @@ impl Dockerd {
         let socket = dir.join("docker.sock");
         let data_root = dir.join("data");
         let exec_root = dir.join("exec");
-        let ns = format!("strata-e2e-{}-{name}", std::process::id());
+        // Unique per dockerd: tests start several at once.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ns = format!("strata-e2e-{}-{n}-{name}", std::process::id());
         let mut args: Vec<String> = vec![
             "--config-file".into(),
             config.display().to_string(),
