@@ -24,6 +24,13 @@ use super::{Change, ChangeKind, Error};
 /// Parent index of a top-level name.
 const TOP: usize = usize::MAX;
 
+/// Most bytes of path names that one listing or export of a change set carries: 4 GiB. Every
+/// path repeats all its parents' names, so a tree a container makes with a hundred thousand
+/// `mkdir`s (a chain 100,000 deep) names ten gigabytes of paths; such a set is refused before
+/// anything is written instead of streaming for hours. Real layers stay far below (ten
+/// million entries with 100-byte paths are 1 GB).
+pub const MAX_PATH_BYTES: u64 = 4 << 30;
+
 /// One name of the tree.
 #[derive(Debug, Clone, Copy)]
 struct Node {
@@ -88,6 +95,24 @@ impl ChangeSet {
     /// Whether there are no changes.
     pub fn is_empty(&self) -> bool {
         self.changes == 0
+    }
+
+    /// Total bytes of the changes' full paths, each with its leading `/`: what a listing or
+    /// an export writes in names alone. One pass over the tree, no path is built.
+    pub fn path_bytes(&self) -> u64 {
+        let mut lens: Vec<u64> = Vec::with_capacity(self.nodes.len());
+        let mut total = 0u64;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let own = self.name(i).len() as u64 + 1;
+            // Parents are always added before their children.
+            let above = lens.get(n.parent).copied().unwrap_or(0);
+            let len = above.saturating_add(own);
+            lens.push(len);
+            if n.kind.is_some() {
+                total = total.saturating_add(len);
+            }
+        }
+        total
     }
 
     /// The changes in path-byte order, each path materialised as it is yielded.
@@ -344,6 +369,21 @@ mod tests {
         set.iter()
             .map(|c| (c.path.to_string_lossy().into_owned(), c.kind))
             .collect()
+    }
+
+    #[test]
+    fn path_bytes_counts_every_listed_path_whole() {
+        let list = [
+            change("/a", Add),
+            change("/a/bb", Add),
+            change("/a/bb/ccc", Delete),
+            change("/x/y", Modify),
+        ];
+        let set = ChangeSet::from_changes(&list).unwrap();
+        let listed: u64 = set.iter().map(|c| c.path.as_os_str().len() as u64).sum();
+        assert_eq!(set.path_bytes(), listed);
+        assert_eq!(set.path_bytes(), 2 + 5 + 9 + 4, "/x itself is not listed");
+        assert_eq!(ChangeSet::new().path_bytes(), 0);
     }
 
     #[test]

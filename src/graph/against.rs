@@ -47,7 +47,7 @@ impl Graph {
         let (base, _) = self.resolve_base(id, base)?;
         let (list, _, _) = diff::changes(self, id, base.as_deref())?;
         // As `Driver::changes`: never list what `diff` would refuse to export.
-        diff::refuse_whiteout_names(id, &list)?;
+        diff::refuse_unexportable(id, &list)?;
         Ok(list)
     }
 

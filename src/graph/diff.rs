@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 
 use super::{Graph, Mounted};
-use crate::archive::{self, changes, export, pipe, tarsplit, ChangeSet};
+use crate::archive::{self, changes, changeset, export, pipe, tarsplit, ChangeSet};
 use crate::driver::DiffStream;
 use crate::error::{Error, IoContext, Result};
 use crate::store::LayerRecord;
@@ -63,11 +63,29 @@ pub(super) fn changes(
     Ok((list, Hold::Mounted(new), new_fd))
 }
 
-/// Refuses a change list holding a path `diff` would refuse to export because apply would read
-/// it as a whiteout (see [`export::refuse_whiteout_name`]), so that `changes` never lists
-/// an addition the exported layer would turn into a deletion. Each component is looked at
-/// once: the parents a path shares with the previous one were checked with it.
-pub(super) fn refuse_whiteout_names(id: &str, list: &ChangeSet) -> Result<()> {
+/// Refuses a change list `diff` would refuse to export, before anything is written, so that
+/// `changes` never lists what the exported layer could not carry:
+/// * paths that add up to more than [`changeset::MAX_PATH_BYTES`] of names (a hostile chain
+///   of directories makes that grow with the square of its depth);
+/// * a path apply would read as a whiteout (see [`export::refuse_whiteout_name`]): an
+///   addition the exported layer would turn into a deletion. Each component is looked at
+///   once: the parents a path shares with the previous one were checked with it.
+pub(super) fn refuse_unexportable(id: &str, list: &ChangeSet) -> Result<()> {
+    let names = list.path_bytes();
+    if names > changeset::MAX_PATH_BYTES {
+        return Err(Error::Archive {
+            layer: id.to_string(),
+            source: archive::Error::entry(
+                "/",
+                archive::Rule::Limit,
+                format!(
+                    "the changed paths add up to {names} bytes of names (every path repeats its \
+                     parents: a tree that deep cannot be listed or exported); the limit is {} bytes",
+                    changeset::MAX_PATH_BYTES
+                ),
+            ),
+        });
+    }
     list.try_for_each(|step| {
         let fresh = &step.comps[step.kept.min(step.comps.len())..];
         if fresh
@@ -98,7 +116,7 @@ pub(super) fn size(graph: &Graph, id: &str, base: Option<&str>) -> Result<u64> {
 pub(super) fn export(graph: &Graph, id: &str, base: Option<&str>) -> Result<DiffStream> {
     let (list, mount, fd) = changes(graph, id, base)?;
     // Refused before any byte is streamed, with the error `changes` gives.
-    refuse_whiteout_names(id, &list)?;
+    refuse_unexportable(id, &list)?;
     spawn_producer("diff", id, move |out| {
         let outcome = export::export_changes(fd.as_fd(), &list, out);
         drop(fd);

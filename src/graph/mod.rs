@@ -581,7 +581,7 @@ impl Driver for Graph {
     fn changes(&self, id: &str, parent: Option<&str>) -> Result<ChangeSet> {
         let base = self.base_of(id, parent)?;
         let (list, _, _) = diff::changes(self, id, base.as_deref())?;
-        diff::refuse_whiteout_names(id, &list)?;
+        diff::refuse_unexportable(id, &list)?;
         Ok(list)
     }
 
