@@ -18,6 +18,7 @@ use super::{DockerPlugin, PluginConfig};
 use crate::sys::{mount, mountinfo};
 
 mod contract;
+mod deep;
 
 /// A plugin server in this process on a socket in a temporary directory.
 struct Server {
