@@ -194,15 +194,16 @@ impl Overlay {
     }
 
     /// Deepest chain, in layers, that the classic mount fits in a page for any ids: a writable
-    /// top layer with the longest ids (its upper and work directories) over one short lower
-    /// link per parent. (Served read-only, the same chain needs less: no upper, no work.)
+    /// top layer (its upper and work directories) over one short lower link per parent. (Served read-only, the same chain needs less: no upper, no work.)
     fn classic_max_depth(&self) -> usize {
         let page = rustix::param::page_size();
         let probe = |lowers: usize| OverlaySpec {
             lowers: vec![PathBuf::from(Self::short_link("x")); lowers],
+            // Upper and work are passed as the `/proc/self/fd` paths of pinned descriptors
+            // (see `mount_classic`), whatever the ids: the widest descriptor number sizes it.
             upper: Some((
-                PathBuf::from(format!("layers/{}/diff", "x".repeat(128))),
-                PathBuf::from(format!("layers/{}/work", "x".repeat(128))),
+                PathBuf::from(format!("/proc/self/fd/{}", i32::MAX)),
+                PathBuf::from(format!("/proc/self/fd/{}", i32::MAX)),
             )),
             options: self.options.clone(),
             ..OverlaySpec::default()
